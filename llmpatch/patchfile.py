@@ -1,0 +1,196 @@
+"""The patch file: one safetensors file holding the prefix tensor `prefix`
+[n_virtual_tokens, hidden_size] and the manifest as string metadata. Nothing pickled.
+
+`read_patch` is the strict validator every side uses (trainer output, registry upload,
+client install). It parses the safetensors header itself, before handing anything to a
+library, so that hostile files are refused with a message that names the problem and the
+limit, and never cost more memory than the caps below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InvalidManifest, InvalidPatchFile
+from .manifest import FORMAT_NAME, FORMAT_VERSION, Manifest, strict_json_loads
+from .paths import atomic_write_bytes
+
+TENSOR_NAME = "prefix"
+FILE_SUFFIX = ".safetensors"
+
+# Limits; a 4096-token prefix for a 16k-wide model in F32 is 256 MiB, far beyond real patches.
+MAX_HEADER_BYTES = 1024 * 1024  # the JSON header, manifest included
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2}
+
+
+@dataclass(frozen=True)
+class PatchFile:
+    """A validated patch: its manifest, the prefix as float32 and the exact bytes' identity."""
+
+    manifest: Manifest
+    prefix: np.ndarray  # float32 [n_virtual_tokens, hidden_size], read-only
+    sha256: str  # hex digest of the whole file
+    size: int
+
+    @property
+    def digest(self) -> str:
+        return f"sha256:{self.sha256}"
+
+
+def _parse_header(data: bytes) -> tuple[dict, int]:
+    if len(data) < 8:
+        raise InvalidPatchFile(f"file is {len(data)} bytes: too short to be a safetensors file")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > MAX_HEADER_BYTES:
+        raise InvalidPatchFile(
+            f"safetensors header claims {header_len} bytes; the limit is {MAX_HEADER_BYTES}",
+            hint="this is not a patch file, or it was made to exhaust memory",
+        )
+    if 8 + header_len > len(data):
+        raise InvalidPatchFile(f"safetensors header claims {header_len} bytes but the file has only {len(data) - 8} after the length")
+    raw = data[8 : 8 + header_len]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidPatchFile("safetensors header is not UTF-8 (is this a pickle or another format?)") from None
+    try:
+        header = strict_json_loads(text.rstrip(" "), "safetensors header")
+    except InvalidManifest as exc:
+        raise InvalidPatchFile(str(exc)) from None
+    if not isinstance(header, dict):
+        raise InvalidPatchFile("safetensors header must be a JSON object")
+    return header, 8 + header_len
+
+
+def _decode_prefix(buffer: bytes, dtype: str, shape: list[int]) -> np.ndarray:
+    if dtype == "F32":
+        array = np.frombuffer(buffer, dtype="<f4")
+    elif dtype == "F16":
+        array = np.frombuffer(buffer, dtype="<f2").astype(np.float32)
+    else:  # BF16: the upper half of a float32
+        array = (np.frombuffer(buffer, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+    return array.reshape(shape)
+
+
+def read_patch_bytes(data: bytes) -> PatchFile:
+    """Validate a patch file's bytes and return its content; raise `InvalidPatchFile` otherwise."""
+    if len(data) > MAX_FILE_BYTES:
+        raise InvalidPatchFile(f"file is {len(data)} bytes; the limit for a patch is {MAX_FILE_BYTES}")
+    if data[:2] == b"\x80\x04" or data[:2] == b"\x80\x02" or data[:4] == b"PK\x03\x04":
+        raise InvalidPatchFile(
+            "file is a pickle or a torch zip archive, not safetensors; llm-patch never loads pickle",
+            hint="convert the tensor to safetensors, e.g. with `patch import-peft` for PEFT adapters",
+        )
+    header, data_start = _parse_header(data)
+    metadata = header.pop("__metadata__", None)
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise InvalidPatchFile("safetensors `__metadata__` is missing or not a map of strings; this is not an llm-patch file")
+    if metadata.get("format") != FORMAT_NAME:
+        raise InvalidPatchFile(f"metadata `format` is {metadata.get('format')!r}, expected {FORMAT_NAME!r}; this is not an llm-patch file")
+    if metadata.get("format_version") != str(FORMAT_VERSION):
+        raise InvalidPatchFile(
+            f"patch format version {metadata.get('format_version')!r} is not supported (this llm-patch reads {FORMAT_VERSION})",
+            hint="upgrade llm-patch",
+        )
+    if "manifest" not in metadata:
+        raise InvalidPatchFile("metadata has no `manifest`")
+    manifest = Manifest.from_json(metadata["manifest"])
+
+    if set(header) != {TENSOR_NAME}:
+        names = ", ".join(sorted(header)) or "none"
+        raise InvalidPatchFile(f"a patch holds exactly one tensor `{TENSOR_NAME}`; this file holds: {names[:200]}")
+    info = header[TENSOR_NAME]
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        raise InvalidPatchFile(f"tensor `{TENSOR_NAME}` entry must have exactly dtype, shape and data_offsets")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if dtype not in _ITEMSIZE:
+        raise InvalidPatchFile(f"tensor dtype {dtype!r} is not allowed; use one of {', '.join(_ITEMSIZE)}")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(d) is int and d > 0 for d in shape)):
+        raise InvalidPatchFile(f"tensor shape {shape!r} must be [n_virtual_tokens, hidden_size] with positive sizes")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+        raise InvalidPatchFile(f"tensor data_offsets {offsets!r} must be two integers")
+    expected_bytes = shape[0] * shape[1] * _ITEMSIZE[dtype]
+    begin, end = offsets
+    available = len(data) - data_start
+    if begin != 0 or end != expected_bytes:
+        raise InvalidPatchFile(
+            f"tensor data_offsets {offsets} do not match shape {shape} of {dtype} ({expected_bytes} bytes)"
+        )
+    if end != available:
+        what = "truncated" if end > available else "followed by extra bytes"
+        raise InvalidPatchFile(f"tensor data is {what}: header says {end} bytes, file has {available}")
+
+    if [manifest.n_virtual_tokens, manifest.hidden_size] != shape:
+        raise InvalidPatchFile(
+            f"manifest says {manifest.n_virtual_tokens} x {manifest.hidden_size} but the tensor is {shape[0]} x {shape[1]}"
+        )
+    if manifest.dtype != dtype:
+        raise InvalidPatchFile(f"manifest says dtype {manifest.dtype} but the tensor is {dtype}")
+
+    prefix = _decode_prefix(data[data_start:], dtype, shape)
+    if not np.isfinite(prefix).all():
+        bad = int((~np.isfinite(prefix)).sum())
+        raise InvalidPatchFile(f"tensor holds {bad} NaN or infinite values")
+    prefix.setflags(write=False)
+    return PatchFile(manifest=manifest, prefix=prefix, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+
+
+def read_patch(path: str | Path) -> PatchFile:
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InvalidPatchFile(f"no such file: `{path}`") from None
+    if size > MAX_FILE_BYTES:
+        raise InvalidPatchFile(f"`{path}` is {size} bytes; the limit for a patch is {MAX_FILE_BYTES}")
+    return read_patch_bytes(path.read_bytes())
+
+
+def encode_patch(manifest: Manifest, prefix) -> bytes:
+    """Serialise a prefix (numpy array or torch tensor) with its manifest, as safetensors."""
+    array = _to_float32_numpy(prefix)
+    if list(array.shape) != [manifest.n_virtual_tokens, manifest.hidden_size]:
+        raise InvalidManifest(
+            f"prefix shape {list(array.shape)} does not match the manifest's {manifest.n_virtual_tokens} x {manifest.hidden_size}"
+        )
+    if not np.isfinite(array).all():
+        raise InvalidPatchFile("prefix holds NaN or infinite values; refusing to write it")
+    if manifest.dtype == "F32":
+        payload = np.ascontiguousarray(array, dtype="<f4").tobytes()
+    elif manifest.dtype == "F16":
+        payload = np.ascontiguousarray(array, dtype="<f2").tobytes()
+    else:  # BF16 by round-to-nearest-even on the float32 bits
+        bits = np.ascontiguousarray(array, dtype="<f4").view(np.uint32).astype(np.uint64)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        payload = rounded.astype("<u2").tobytes()
+    header = {
+        "__metadata__": {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "manifest": manifest.to_json()},
+        TENSOR_NAME: {"dtype": manifest.dtype, "shape": list(array.shape), "data_offsets": [0, len(payload)]},
+    }
+    header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    header_bytes += b" " * (-len(header_bytes) % 8)  # safetensors aligns the data to 8 bytes
+    if len(header_bytes) > MAX_HEADER_BYTES:
+        raise InvalidManifest(f"manifest makes the header {len(header_bytes)} bytes; the limit is {MAX_HEADER_BYTES}")
+    data = struct.pack("<Q", len(header_bytes)) + header_bytes + payload
+    read_patch_bytes(data)  # what we write must pass our own validator
+    return data
+
+
+def write_patch(path: str | Path, manifest: Manifest, prefix) -> PatchFile:
+    data = encode_patch(manifest, prefix)
+    atomic_write_bytes(Path(path), data)
+    return read_patch_bytes(data)
+
+
+def _to_float32_numpy(prefix) -> np.ndarray:
+    if hasattr(prefix, "detach"):  # a torch tensor; imported lazily by whoever made it
+        prefix = prefix.detach().to("cpu").float().numpy()
+    return np.asarray(prefix, dtype=np.float32)
