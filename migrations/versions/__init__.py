@@ -1,0 +1,1 @@
+"""Alembic revisions (a package so it ships with the wheel)."""
