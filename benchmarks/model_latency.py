@@ -40,7 +40,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -377,21 +376,26 @@ def main(argv=None) -> int:
     t_start = now()
     for r in range(rounds):
         order = VARIANTS[r % len(VARIANTS):] + VARIANTS[: r % len(VARIANTS)]
-        for v in order:
-            for b, groups in batches.items():
-                runs = [bench.run(v, rows, new_tokens) for rows in groups]
-                # one sample per round: prompts pooled (decode weighted by steps, prefill/total averaged)
-                dec_steps = sum(x["steps"] - 1 for x in runs)
-                agg = {
-                    "decode_ms_per_token": sum(x["decode_ms_per_token"] * (x["steps"] - 1) for x in runs) / dec_steps,
-                    "prefill_ms": statistics.mean(x["prefill_ms"] for x in runs),
-                    "total_ms": statistics.mean(x["total_ms"] for x in runs),
-                    "steps": statistics.mean(x["steps"] for x in runs),
-                }
-                samples[b][v].append(agg)
-                raw.append({"round": r, "variant": v, "batch": b, **{k: agg[k] for k in agg},
-                            "per_prompt": [{k: x[k] for k in ("prefill_ms", "decode_ms_per_token", "total_ms", "steps")} for x in runs]})
-        print(f"  round {r + 1}/{rounds} done ({now() - t_start:.0f} s)", flush=True)
+        runs = {(b, v): [] for b in batches for v in VARIANTS}
+        # finest interleave: for each prompt group, every variant back to back (rotated order per round),
+        # so paired ratios compare calls made seconds apart under the same background load
+        for b, groups in batches.items():
+            for rows in groups:
+                for v in order:
+                    runs[(b, v)].append(bench.run(v, rows, new_tokens))
+        for (b, v), xs in runs.items():
+            # one sample per round: prompts pooled (decode weighted by steps, prefill/total averaged)
+            dec_steps = sum(x["steps"] - 1 for x in xs)
+            agg = {
+                "decode_ms_per_token": sum(x["decode_ms_per_token"] * (x["steps"] - 1) for x in xs) / dec_steps,
+                "prefill_ms": statistics.mean(x["prefill_ms"] for x in xs),
+                "total_ms": statistics.mean(x["total_ms"] for x in xs),
+                "steps": statistics.mean(x["steps"] for x in xs),
+            }
+            samples[b][v].append(agg)
+            raw.append({"round": r, "variant": v, "batch": b, **agg,
+                        "per_prompt": [{k: x[k] for k in ("prefill_ms", "decode_ms_per_token", "total_ms", "steps")} for x in xs]})
+        print(f"  round {r + 1}/{rounds} done ({now() - t_start:.0f} s, load avg {os.getloadavg()[0]:.2f})", flush=True)
     load2 = os.getloadavg()
     summary = summarise(samples)
     print_table(summary, new_tokens)

@@ -161,7 +161,7 @@ def check_root(data: bytes) -> int:
 
     try:
         root = Metadata[Root].from_bytes(data)
-        root.signed.verify_delegate(Root.type, root)
+        root.signed.verify_delegate(Root.type, root.signed_bytes, root.signatures)
     except Exception as exc:  # DeserializationError, UnsignedMetadataError, ValueError ...
         raise MetadataVerificationError(f"not a valid self-signed TUF root: {exc}") from None
     return root.signed.version

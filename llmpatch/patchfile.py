@@ -84,7 +84,10 @@ def read_patch_bytes(data: bytes) -> PatchFile:
     """Validate a patch file's bytes and return its content; raise `InvalidPatchFile` otherwise."""
     if len(data) > MAX_FILE_BYTES:
         raise InvalidPatchFile(f"file is {len(data)} bytes; the limit for a patch is {MAX_FILE_BYTES}")
-    if data[:2] == b"\x80\x04" or data[:2] == b"\x80\x02" or data[:4] == b"PK\x03\x04":
+    # A header of 640 or 1152 bytes also starts with `\x80\x02` / `\x80\x04`; call it pickle only
+    # when the length prefix is not a plausible safetensors header.
+    plausible = len(data) >= 8 and 8 + struct.unpack("<Q", data[:8])[0] <= min(len(data), MAX_HEADER_BYTES + 8)
+    if not plausible and (data[:2] == b"\x80\x04" or data[:2] == b"\x80\x02" or data[:4] == b"PK\x03\x04"):
         raise InvalidPatchFile(
             "file is a pickle or a torch zip archive, not safetensors; llm-patch never loads pickle",
             hint="convert the tensor to safetensors, e.g. with `patch import-peft` for PEFT adapters",

@@ -29,6 +29,12 @@ def cache_dir() -> Path:
     return home / "cache" if home else Path(platformdirs.user_cache_dir(APP))
 
 
+def model_cache_dir() -> Path:
+    """Dequantised GGUF models (hundreds of MB each): `LLMPATCH_MODEL_CACHE` or the cache folder."""
+    override = os.environ.get("LLMPATCH_MODEL_CACHE")
+    return Path(override).expanduser() if override else cache_dir() / "models"
+
+
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write by temp file + `os.replace`, so readers never see a half-written file."""
     path = Path(path)

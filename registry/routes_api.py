@@ -60,14 +60,14 @@ async def publish_patch(request: Request, response: Response, principal: Princip
     if not content_type.startswith("multipart/form-data"):
         raise bad_request("malformed_request", "publish needs a `multipart/form-data` body with `file` and `signature` parts")
     try:
-        form = await request.form(max_files=3, max_fields=3, max_part_size=settings.max_body_bytes)
+        form = await request.form(max_files=8, max_fields=8, max_part_size=settings.max_body_bytes)
     except ApiError:
         raise
     except Exception as exc:  # starlette turns multipart syntax errors into HTTPException(400)
         if exc.__class__.__name__ == "BodyTooLarge":
             raise
         detail = getattr(exc, "detail", None) or str(exc) or exc.__class__.__name__
-        raise bad_request("malformed_request", f"multipart body could not be parsed: {detail}") from None
+        raise bad_request("malformed_request", f"multipart body could not be parsed: {str(detail).rstrip('.')}") from None
     try:
         unknown = sorted(set(form.keys()) - {"file", "signature", "public_key"})
         if unknown:

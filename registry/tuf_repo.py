@@ -117,7 +117,7 @@ class TufRepository:
                 if self._lock_state(session) is not None:
                     self._check_keys(session)
                     return
-                state = RepoState(id=1, root_version=1)
+                state = RepoState(id=1, root_version=1, targets_version=0, snapshot_version=0, timestamp_version=0)
                 session.add(state)
                 root = Root(expires=_now() + EXPIRY["root"], consistent_snapshot=True)
                 for role in ROLES:

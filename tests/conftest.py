@@ -9,6 +9,16 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/tiny_models.py, tests/pa
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def shared_model_cache():
+    """Dequantised real models are shared by all tests and kept between runs (~20 s to make)."""
+    import os
+
+    import platformdirs
+
+    os.environ.setdefault("LLMPATCH_MODEL_CACHE", str(Path(platformdirs.user_cache_dir("llm-patch")) / "models"))
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets its own key store, caches and state (LLMPATCH_HOME)."""

@@ -32,6 +32,21 @@ COMMANDS = {
     "export-peft": "llmpatch.cli.model_cmds:export_peft",
     "import-peft": "llmpatch.cli.model_cmds:import_peft",
     "registry": "llmpatch.registry.cli:registry",
+    # the client (issue #5)
+    "install": "llmpatch.client.cli:install",
+    "remove": "llmpatch.client.cli:remove",
+    "upgrade": "llmpatch.client.cli:upgrade",
+    "lock": "llmpatch.client.cli:lock",
+    "sync": "llmpatch.client.cli:sync",
+    "list": "llmpatch.client.cli:list_cmd",
+    "verify": "llmpatch.client.cli:verify",
+    "why": "llmpatch.client.cli:why",
+    "search": "llmpatch.client.cli:search",
+    "info": "llmpatch.client.cli:info",
+    "publish": "llmpatch.client.cli:publish",
+    "yank": "llmpatch.client.cli:yank",
+    "run": "llmpatch.client.cli:run",
+    "push": "llmpatch.client.cli:push",
 }
 
 EPILOG = """\b
@@ -97,6 +112,10 @@ def main() -> None:
     sys.exit(run(sys.argv[1:], "llm-patch"))
 
 
+# Where GNU patch lives when PATH finds only us (e.g. our venv's bin first, nothing else).
+FALLBACK_GNU_PATCHES = ("/usr/bin/patch", "/bin/patch", "/usr/local/bin/gpatch", "/opt/homebrew/bin/gpatch")
+
+
 def _is_ours(path: Path) -> bool:
     """Our own console script (pip writes a small Python file importing llmpatch.cli)."""
     try:
@@ -115,7 +134,7 @@ def find_gnu_patch() -> str | None:
         candidate = Path(folder or ".") / "patch"
         if candidate.is_file() and os.access(candidate, os.X_OK) and not _is_ours(candidate):
             return str(candidate)
-    for candidate in ("/usr/bin/patch", "/bin/patch", "/usr/local/bin/gpatch", "/opt/homebrew/bin/gpatch"):
+    for candidate in FALLBACK_GNU_PATCHES:
         if os.access(candidate, os.X_OK) and not _is_ours(Path(candidate)):
             return candidate
     return None

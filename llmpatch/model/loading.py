@@ -67,7 +67,7 @@ def _gguf_identity(path: Path) -> str:
 
 def convert_gguf(gguf_path: Path) -> Path:
     """Dequantise a GGUF file into a cached safetensors folder (once per file identity)."""
-    target = paths.cache_dir() / "models" / f"gguf-{_gguf_identity(gguf_path)}"
+    target = paths.model_cache_dir() / f"gguf-{_gguf_identity(gguf_path)}"
     if (target / CONVERTED_MARKER).exists():
         return target
     try:
