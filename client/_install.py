@@ -17,11 +17,11 @@ from ..fingerprint import Fingerprint
 from ..manifest import canonical_name
 from ..signing import public_key_from_pem
 from ._cache import Cache
-from ._lockfile import Lock, LockedPatch, RegistryState
+from ._lockfile import Lock, LockedPatch
 from ._project import Project
 from ._resolver import Resolution, Target, resolve
-from ._sources import MemorySource, Release
-from ._specs import PatchRequest
+from ._sources import ChainSource, MemorySource, Release
+from ._specs import PatchRequest, VersionRange
 from ._verify import Expected, Verified, verify_patch
 
 
@@ -110,6 +110,14 @@ class Installer:
         self._model = model
         self.progress = progress  # progress(iterable, total=, desc=) -> iterable
         self.old_lock = Lock.load(project.lock_path)
+        # Hub patches are pinned to a commit and verified when pulled; they join resolution as `=version`
+        self.hub_entries: dict[str, LockedPatch] = {
+            p.key: p for p in (self.old_lock.patches if self.old_lock else []) if p.source.startswith("hf://")
+        }
+
+    def stage_hub(self, entry: LockedPatch, spec: dict) -> None:
+        self.hub_entries[entry.key] = entry
+        self.project.set(entry.name, spec)
 
     # -- collaborators
 
@@ -139,14 +147,18 @@ class Installer:
 
     def resolve(self, *, upgrade: tuple[str, ...] | bool = (), from_lock: bool = False) -> Resolution:
         requests = self.project.requests()
+        hub_names = {canonical_name(n) for n in self.project.hub_refs()}
+        hub = {k: e for k, e in self.hub_entries.items() if k in hub_names}
+        requests += [PatchRequest(e.name, VersionRange.parse("=" + e.version)) for e in hub.values()]
         locked = self.old_lock.versions() if self.old_lock else {}
         if upgrade is True:
             locked = {}
-        if from_lock or self.offline:
-            self._check_offline(requests)
+        if from_lock or self.offline or all(r.key in hub for r in requests):
+            self._check_offline([r for r in requests if r.key not in hub])
             source = self.lock_source()
         else:
             source = self.registry
+        source = ChainSource([MemorySource([e.to_release() for e in hub.values()]), source])
         return resolve(requests, source, self.target(), locked=locked, upgrade=() if upgrade is True else upgrade)
 
     def _check_offline(self, requests: list[PatchRequest]) -> None:
@@ -194,7 +206,7 @@ class Installer:
 
     def fetch_verified(self, release: Release) -> tuple[Verified, LockedPatch, int]:
         """The release's bytes, fully verified; nothing is cached unless every check passed."""
-        locked = self.old_lock.find(release.name) if self.old_lock else None
+        locked = self.hub_entries.get(release.key) or (self.old_lock.find(release.name) if self.old_lock else None)
         if locked is not None and (locked.version, locked.sha256) != (release.version, release.sha256 or locked.sha256):
             locked = None
         downloads = 0
@@ -262,6 +274,12 @@ class Installer:
             entry.required_by = resolution.required_by.get(release.key, [])
             entries.append(entry)
             downloads += n
+        warnings = list(resolution.warnings)
+        if not self.offline and self._registry is not None:
+            for entry in entries:
+                doc = self._registry.index(entry.name) if entry.source == self._registry.name else None
+                if doc and doc.get("deprecated"):
+                    warnings.append(f"`{entry.name}` is deprecated: {doc['deprecated']}")
         registries = dict(self.old_lock.registries) if self.old_lock else {}
         if not self.offline and any(not e.source.startswith("hf://") for e in entries):
             registries[self.registry.name] = self.registry.state()
@@ -273,7 +291,7 @@ class Installer:
         if write:
             self.project.save()
             lock.save(self.project.lock_path)  # last: the commit point
-        return Outcome(lock, _diff(self.old_lock, lock), list(resolution.warnings), downloads)
+        return Outcome(lock, _diff(self.old_lock, lock), warnings, downloads)
 
     def install(self, requests: list[PatchRequest]) -> Outcome:
         for request in requests:
@@ -285,9 +303,13 @@ class Installer:
         return self.apply(self.resolve(upgrade=tuple(canonical_name(n) for n in names) if names else True))
 
     def remove(self, names: list[str]) -> Outcome:
-        for name in names:
-            self.project.remove(name)
-        return self.apply(self.resolve(from_lock=True))
+        removed = [self.project.remove(name) for name in names]
+        outcome = self.apply(self.resolve(from_lock=True))
+        for name in removed:
+            kept = outcome.lock.find(name)
+            if kept is not None:
+                outcome.warnings.append(f"`{kept.name}` stays installed: {', '.join(kept.required_by)} depends on it")
+        return outcome
 
     def lock_only(self) -> Outcome:
         """Resolve and write `patches.lock`, fetching and verifying what it names."""
@@ -321,15 +343,6 @@ class Installer:
                 raise LockOutOfDate(f"the registry no longer offers the locked set of `{self.project.lock_path}`",
                                     hint="run `patch lock` to resolve again")
         return self.apply(resolution, write=not frozen)
-
-    def _signed(self, release: Release) -> Release:
-        from dataclasses import replace
-
-        if release.registry.startswith("hf://"):
-            return release
-        key = canonical_name(release.name)
-        path = f"{key}/{key}-{release.version}.safetensors"
-        return replace(release, target=path, signature_target=path + ".sig", registry=self.registry.name)
 
     def verify_installed(self) -> list[dict]:
         """Re-check every locked patch from the cache: digest, signature, fingerprint."""

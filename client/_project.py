@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,3 +172,26 @@ def open_project(project_dir: Path | None, model: str | None, *, create: bool = 
     if not model:
         raise ProjectError(f"`{root}` has no `{PROJECT_FILE}`; pass `--model` to create one")
     return Project(root, model, per_model=per_model)
+
+
+@contextmanager
+def project_lock(project: Project, on_wait=None):
+    """Hold an advisory lock on the project folder for one command, so two `patch install`s
+    cannot interleave their read-resolve-write (dpkg's lock, in small). POSIX only."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; writes are still atomic
+        yield
+        return
+    project.root.mkdir(parents=True, exist_ok=True)
+    with open(project.root / ".patches.lock.flock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait:
+                on_wait(f"waiting for another `patch` command working on `{project.root}`")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

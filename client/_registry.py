@@ -198,18 +198,28 @@ def remove_registry(name: str) -> None:
 
 # ------------------------------------------------------------------ the client
 
-def _httpx_fetcher(http: httpx.Client):
+def _httpx_fetcher(http: httpx.Client, progress_for: dict):
     from tuf.api.exceptions import DownloadHTTPError
     from tuf.ngclient import FetcherInterface
 
     class HttpxFetcher(FetcherInterface):
-        """TUF downloads over our httpx client (one connection pool, testable transports)."""
+        """TUF downloads over our httpx client (one connection pool, testable transports).
+        Target downloads show a byte progress bar on stderr (hidden when it is not a terminal)."""
 
         def _fetch(self, url: str) -> Iterator[bytes]:
             with http.stream("GET", url) as response:
                 if response.status_code != 200:
                     raise DownloadHTTPError(f"GET {url} answered {response.status_code}", response.status_code)
-                yield from response.iter_bytes(64 * 1024)
+                target = progress_for.get("target")
+                if target is None or "/tuf/targets/" not in url:
+                    yield from response.iter_bytes(64 * 1024)
+                    return
+                from ..cli.output import progress
+
+                with progress(total=target.length, desc=target.path.rsplit("/", 1)[-1], unit="B") as bar:
+                    for chunk in response.iter_bytes(64 * 1024):
+                        bar.update(len(chunk))
+                        yield chunk
 
     return HttpxFetcher()
 
@@ -236,6 +246,7 @@ class RegistryClient:
         self.token = token or os.environ.get("LLMPATCH_TOKEN")
         self._updater = None
         self._index: dict[str, dict] = {}
+        self._progress: dict = {}  # the target being downloaded, for the fetcher's progress bar
 
     @property
     def name(self) -> str:
@@ -281,7 +292,7 @@ class RegistryClient:
                 local_root = self.config.metadata_dir / "root.json"
                 updater = Updater(
                     str(self.config.metadata_dir), self._url("/tuf/metadata/"), None, self._url("/tuf/targets/"),
-                    fetcher=_httpx_fetcher(self.http),
+                    fetcher=_httpx_fetcher(self.http, self._progress),
                     bootstrap=None if local_root.exists() else root,
                 )
                 updater.refresh()
@@ -289,27 +300,34 @@ class RegistryClient:
         return self._updater
 
     def state(self) -> RegistryState:
-        trusted = self.updater()._trusted_set  # versions only, for the lockfile
-        return RegistryState(
-            url=self.config.url, root_version=trusted.root.version, timestamp_version=trusted.timestamp.version,
-            snapshot_version=trusted.snapshot.version, targets_version=trusted.targets.version,
-        )
+        """The metadata versions the refreshed updater trusts (it persists only verified files)."""
+        from tuf.api.metadata import Metadata
+
+        self.updater()
+        versions = {}
+        for role in ("root", "timestamp", "snapshot", "targets"):
+            data = (self.config.metadata_dir / f"{role}.json").read_bytes()
+            versions[role] = Metadata.from_bytes(data).signed.version
+        return RegistryState(url=self.config.url, root_version=versions["root"], timestamp_version=versions["timestamp"],
+                             snapshot_version=versions["snapshot"], targets_version=versions["targets"])
 
     def targetinfo(self, path: str):
         with _tuf_errors(f"target `{path}`"):
             return self.updater().get_targetinfo(path)
 
-    def download(self, targetinfo, progress=None) -> bytes:
+    def download(self, targetinfo) -> bytes:
         """Fetch a target; length and sha256 are checked against signed metadata before return."""
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="llmpatch-") as tmp:
             dest = Path(tmp) / "target"
-            with _tuf_errors(f"target `{targetinfo.path}`"):
-                self.updater().download_target(targetinfo, str(dest))
+            self._progress["target"] = targetinfo
+            try:
+                with _tuf_errors(f"target `{targetinfo.path}`"):
+                    self.updater().download_target(targetinfo, str(dest))
+            finally:
+                self._progress.pop("target", None)
             data = dest.read_bytes()
-        if progress is not None:
-            progress(len(data))
         return data
 
     # -- index

@@ -298,6 +298,8 @@ def _hint(facts: Sequence[str]) -> str | None:
         return "install a version built for your model, or check `--model` names the model you mean (`patch info NAME` lists each version's base model)"
     if "yanked" in text:
         return "pin a version that is not yanked, e.g. with `NAME@=X.Y.Z`"
+    if " is in both " in text or " is in all of " in text:
+        return "loosen a range in `patches.toml`, or pick a version of the dependent that accepts yours (`patch info NAME`)"
     if "no patch named" in text:
         return "check the spelling with `patch search`"
     return None

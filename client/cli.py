@@ -9,7 +9,6 @@ with their hint and exit code by `llmpatch.cli.run`:
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -25,12 +24,19 @@ registry_option = click.option("--registry", "registry_name", help="Configured r
 
 
 def _installer(project_dir, model, offline=False, registry_name=None, *, create=False):
+    """The installer for this command, holding the project's lock until the command ends."""
     from ._install import Installer
-    from ._project import open_project
+    from ._project import open_project, project_lock
 
     project = open_project(project_dir, model, create=create)
     if registry_name:
         project.registry = registry_name
+    ctx = click.get_current_context()
+    ctx.with_resource(project_lock(project, on_wait=note))
+    if project.path.is_file():  # read again under the lock: another command may just have written it
+        project = open_project(project.root, model)
+        if registry_name:
+            project.registry = registry_name
     return Installer(project, offline=offline, progress=lambda it, total, desc: progress(it, total=total, desc=desc))
 
 
@@ -266,7 +272,8 @@ def info(spec, registry_name, model, as_json):
             marks.append(f"yanked: {v.get('yank_reason')}")
         if v["compatible"] is not None:
             marks.append("fits your model" if v["compatible"] else "other model")
-        click.echo(f"  {v['version']:12} {v['n_virtual_tokens']:5} tokens  base {base.get('name') or ''} {base.get('architecture', '')[:19]}  "
+        click.echo(f"  {v['version']:12} {v['n_virtual_tokens']:5} tokens  base {base.get('name') or '?'} "
+                   f"({base.get('architecture', '')[7:19]}/{base.get('weights', '')[7:19]})  "
                    f"key {str(v.get('key_id'))[:16]}" + (f"  ({'; '.join(marks)})" if marks else ""))
 
 

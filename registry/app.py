@@ -16,6 +16,8 @@ from .. import __version__
 from .blobs import LocalBlobStore
 from .db import Database, upgrade
 from .errors import ApiError
+from .fastpath import IndexFastPath
+from .index_cache import IndexCache
 from .limits import BodyLimitMiddleware, BodyTooLarge
 from .settings import Settings
 from .tuf_repo import TufRepository
@@ -55,10 +57,34 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(_request: Request, exc: StarletteHTTPException):
         return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail))
 
-    @app.exception_handler(Exception)
-    async def internal_error(_request: Request, exc: Exception):
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", "internal server error")
+
+
+class InternalErrors:
+    """Turn an unexpected exception into a JSON 500 and keep the connection healthy.
+    (Starlette's `exception_handler(Exception)` re-raises after responding, which makes the
+    server drop the connection, sometimes before the response is flushed.)"""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error")
+            if started:
+                raise
+            response = error_response(500, "internal_error", "internal server error")
+            await response(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -71,14 +97,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     tuf = TufRepository(settings.tuf_key_dir, signing=settings.signing)
     tuf.initialize(db)
 
+    cache = None
+    if not db.is_sqlite and settings.index_cache:
+        cache = IndexCache(db.read_engine.url.set(drivername="postgresql").render_as_string(hide_password=False))
+        db.on_commit.append(cache.invalidate_many)
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
         task = asyncio.create_task(_refresh_loop(tuf, db, settings.tuf_refresh_interval)) if tuf.signers else None
+        if cache is not None:
+            cache.start()
         try:
             yield
         finally:
             if task:
                 task.cancel()
+            if cache is not None:
+                await asyncio.to_thread(cache.stop)
             db.dispose()
 
     app = FastAPI(title="llm-patch registry", version=__version__, lifespan=lifespan,
@@ -87,7 +122,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = db
     app.state.blobs = LocalBlobStore(settings.blob_dir)
     app.state.tuf = tuf
+    app.add_middleware(InternalErrors)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.state.index_cache = cache
+    app.add_middleware(IndexFastPath, db=db, cache=cache)  # added last = outermost: skips the stack below
     _install_error_handlers(app)
 
     from . import pages, routes_api, routes_files

@@ -17,6 +17,7 @@ from llmpatch.signing import public_key_from_pem
 from . import schemas
 from .auth import Principal
 from .errors import ApiError, bad_request, conflict, forbidden, not_found
+from .index_cache import notify_changed
 from .models import AuditEvent, Patch, PublisherKey, User, Version, utcnow
 from .names import check_patch_name
 
@@ -65,6 +66,7 @@ def rebuild_index(session: Session, patch: Patch) -> None:
     patch.index_json = index.model_dump_json().encode()
     patch.revision = (patch.revision or 0) + 1
     patch.updated_at = utcnow()
+    notify_changed(session, patch.canonical_name)
 
 
 def get_patch(session: Session, name: str, *, for_update: bool = False) -> Patch:

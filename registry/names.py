@@ -26,12 +26,15 @@ def skeleton(name: str) -> str:
     return "-".join(part for part in folded.split("-") if part)  # `a--b` looks like `a-b`
 
 
+_RESERVED_SKELETONS = frozenset(skeleton(word) for word in RESERVED)
+
+
 def check_patch_name(name: str) -> str:
     """Return the canonical name, or raise a 400 `invalid_name` / `reserved_name`."""
     try:
         canonical = canonical_name(name)
     except InvalidManifest as exc:
         raise bad_request("invalid_name", str(exc)) from None
-    if canonical in RESERVED or skeleton(canonical) in {skeleton(r) for r in RESERVED}:
+    if canonical in RESERVED or skeleton(canonical) in _RESERVED_SKELETONS:
         raise bad_request("reserved_name", f"patch name `{name}` is reserved")
     return canonical

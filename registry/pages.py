@@ -12,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 
 from .deps import DbDep
 from .catalog import get_patch
+from .errors import ApiError
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -46,9 +47,11 @@ def index_page(request: Request, db: DbDep, q: Annotated[str | None, Query(max_l
 
 @router.get("/patches/{name}", response_class=HTMLResponse)
 def patch_page(request: Request, name: str, db: DbDep):
-    with db.reader() as session:
-        patch = get_patch(session, name)
-        index = json.loads(patch.index_json)
+    try:
+        with db.reader() as session:
+            index = json.loads(get_patch(session, name).index_json)
+    except ApiError as exc:
+        return templates.TemplateResponse(request, "error.html", {"message": exc.message}, status_code=exc.status)
     versions = list(reversed(index["versions"]))  # newest first
     live = [v for v in versions if not v["yanked"]]
     current = live[0] if live else (versions[0] if versions else None)

@@ -8,7 +8,6 @@ index and re-sign the TUF metadata. Until that transaction commits, readers see 
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from sqlalchemy import select
@@ -28,23 +27,24 @@ from .names import check_patch_name, skeleton
 
 
 def _classify_manifest_error(data: bytes, exc: InvalidPatchFile) -> ApiError:
-    """Give a bad name or version its own code; everything else is `invalid_patch_file`."""
+    """Give a bad name or version its own code; everything else is `invalid_patch_file`.
+    Re-reads the manifest leniently (the strict reader already refused the file)."""
+    refused = bad_request("invalid_patch_file", str(exc))
     try:
         header_len = int.from_bytes(data[:8], "little")
         header = strict_json_loads(data[8 : 8 + header_len], "header")
         manifest = strict_json_loads(header["__metadata__"]["manifest"], "manifest")
-        check_name(manifest["name"])
-    except InvalidManifest as inner:
-        if "is not a valid patch name" in str(inner):
-            return bad_request("invalid_name", str(inner))
     except Exception:
-        pass
-    else:
-        try:
-            check_version(manifest.get("version"))
-        except InvalidManifest as inner:
-            return bad_request("invalid_version", str(inner))
-    return bad_request("invalid_patch_file", str(exc))
+        return refused
+    if not isinstance(manifest, dict):
+        return refused
+    for field, check, code in (("name", check_name, "invalid_name"), ("version", check_version, "invalid_version")):
+        if field in manifest:
+            try:
+                check(manifest[field])
+            except InvalidManifest as inner:
+                return bad_request(code, str(inner))
+    return refused
 
 
 def validate_upload(data: bytes, signature: bytes, public_key_pem: bytes | None, max_patch_bytes: int):
@@ -67,6 +67,10 @@ def validate_upload(data: bytes, signature: bytes, public_key_pem: bytes | None,
     return patch, canonical, document, key
 
 
+class _Raced(Exception):
+    """Another transaction committed the same new name between our reads; start over."""
+
+
 def _version_key(version: str) -> str:
     return version.split("+", 1)[0]
 
@@ -78,7 +82,7 @@ def publish(db, blobs, tuf, principal: Principal, data: bytes, signature: bytes,
     for attempt in range(2):
         try:
             return _publish_once(db, blobs, tuf, principal, patch, canonical, document, new_key, data, signature)
-        except IntegrityError:
+        except (IntegrityError, _Raced):
             # Two uploads raced and the database's unique constraints decided the winner:
             # (patches.canonical_name), (patches.skeleton) or (versions.patch_id, version_key).
             # We rely on the constraint instead of a read-then-insert check, which cannot be
@@ -92,7 +96,9 @@ def publish(db, blobs, tuf, principal: Principal, data: bytes, signature: bytes,
 def _publish_once(db, blobs, tuf, principal, patch: PatchFile, canonical, document, new_key, data, signature):
     m = patch.manifest
     with db.writer() as session:
-        row = session.execute(select(Patch).where(Patch.canonical_name == canonical)).scalar_one_or_none()
+        # Lock the patch row: publishes of one name queue here, so each rebuilds the index
+        # from the versions its predecessors committed (READ COMMITTED sees them after the wait).
+        row = session.execute(select(Patch).where(Patch.canonical_name == canonical).with_for_update()).scalar_one_or_none()
         if row is not None:
             if row.owner_id != principal.user_id:
                 raise forbidden(f"user `{principal.user}` does not own `{canonical}`")
@@ -117,6 +123,8 @@ def _publish_once(db, blobs, tuf, principal, patch: PatchFile, canonical, docume
             if new_key[0] != document.key_id:
                 raise forbidden(f"signed by key `{document.key_id[:16]}`, but the `public_key` part is key `{new_key[0][:16]}`", "untrusted_key")
             similar = session.execute(select(Patch.canonical_name).where(Patch.skeleton == skeleton(canonical))).scalar_one_or_none()
+            if similar == canonical:  # claimed by a concurrent upload since our first read
+                raise _Raced()
             if similar is not None:
                 raise conflict("name_taken", f"`{canonical}` is too similar to the existing patch `{similar}`")
             pem = new_key[1]

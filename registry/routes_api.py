@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import exists, select, update
-
-from llmpatch.errors import InvalidManifest
-from llmpatch.manifest import canonical_name
+from sqlalchemy import exists, select
 
 from . import schemas
 from .auth import create_token, parse_scopes
@@ -19,6 +15,7 @@ from .catalog import add_key, get_patch, iso, key_out, revoke_key, set_deprecate
 from .deps import BlobsDep, DbDep, PrincipalDep, SettingsDep, TufDep
 from .errors import ApiError, bad_request, forbidden, not_found
 from .models import AuditEvent, Patch, PublisherKey, Token, User, Version, VersionDomain
+from .fastpath import index_lookup
 from .publish import publish
 
 router = APIRouter(prefix="/api/v1")
@@ -86,21 +83,11 @@ async def publish_patch(request: Request, response: Response, principal: Princip
 @router.get("/patches/{name}", response_model=schemas.IndexOut, responses={404: {"model": schemas.ErrorResponse}},
             summary="The index document of one patch")
 async def patch_index(name: str, request: Request, db: DbDep):
-    # The hot read path: one indexed lookup of a pre-rendered document. It blocks the event
-    # loop for the length of that query, which measured faster than a thread hop per request.
-    try:
-        canonical = canonical_name(name)
-    except InvalidManifest:
-        raise not_found(f"no patch named `{name[:80]}`") from None
-    with db.read_engine.connect() as connection:
-        document = connection.execute(select(Patch.index_json).where(Patch.canonical_name == canonical)).scalar()
-    if document is None:
-        raise not_found(f"no patch named `{canonical}`")
-    etag = '"' + hashlib.sha256(document).hexdigest()[:32] + '"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if etag in request.headers.get("if-none-match", ""):
-        return Response(status_code=304, headers=headers)
-    return Response(document, media_type="application/json", headers=headers)
+    # Normally answered by `fastpath.IndexFastPath` before FastAPI routing; same logic.
+    status, body, headers = index_lookup(db, name, request.app.state.index_cache)
+    if status == 200 and headers["etag"] in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers={"ETag": headers["etag"], "Cache-Control": headers["cache-control"]})
+    return Response(body, status_code=status, headers=headers)
 
 
 @router.get("/patches", response_model=schemas.SearchOut, summary="Search patches")
@@ -173,7 +160,8 @@ def yank(name: str, version: str, body: schemas.YankIn, principal: PrincipalDep,
 
 
 @router.post("/patches/{name}/versions/{version}/unyank", response_model=schemas.VersionOut, responses=ERRORS)
-def unyank(name: str, version: str, body: schemas.UnyankIn, principal: PrincipalDep, db: DbDep, tuf: TufDep):
+def unyank(name: str, version: str, principal: PrincipalDep, db: DbDep, tuf: TufDep,
+           body: schemas.UnyankIn | None = None):
     with db.writer() as session:
         return set_yanked(session, tuf, principal, name, version, None)
 

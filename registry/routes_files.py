@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Header
 from fastapi.responses import FileResponse, Response
 
 from . import schemas
@@ -20,17 +22,20 @@ _VERSIONED = re.compile(r"([1-9][0-9]{0,9})\.(root|snapshot|targets)\.json\Z")
 _TARGET = re.compile(r"[a-z][a-z0-9-]{0,63}/([0-9a-f]{64})\.[A-Za-z0-9.+-]+\Z")
 
 
-def _blob_response(blobs, sha256: str, media_type: str = "application/octet-stream"):
+def _blob_response(blobs, sha256: str, if_none_match: str | None = None):
     path = blobs.path(sha256) if HEX64.match(sha256) else None
     if path is None:
         raise not_found(f"no blob `sha256:{sha256[:64]}`")
-    return FileResponse(path, media_type=media_type, headers={"Cache-Control": IMMUTABLE, "ETag": f'"sha256:{sha256}"'})
+    headers = {"Cache-Control": IMMUTABLE, "ETag": f'"sha256:{sha256}"'}
+    if if_none_match and headers["ETag"] in if_none_match:
+        return Response(status_code=304, headers=headers)
+    return FileResponse(path, media_type="application/octet-stream", headers=headers)
 
 
 @router.get("/blobs/sha256/{digest}", responses={404: {"model": schemas.ErrorResponse}},
             response_class=Response, summary="A patch file or signature document by its sha256")
-def blob(digest: str, blobs: BlobsDep):
-    return _blob_response(blobs, digest)
+def blob(digest: str, blobs: BlobsDep, if_none_match: Annotated[str | None, Header()] = None):
+    return _blob_response(blobs, digest, if_none_match)
 
 
 @router.get("/tuf/metadata/{filename}", responses={404: {"model": schemas.ErrorResponse}},

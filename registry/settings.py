@@ -33,6 +33,8 @@ class Settings:
     # How often (seconds) the server checks whether timestamp/snapshot need re-signing.
     tuf_refresh_interval: float = 3600.0
     pool_size: int = 10
+    # PostgreSQL only: cache index documents per worker, invalidated by LISTEN/NOTIFY.
+    index_cache: bool = True
 
     @property
     def blob_dir(self) -> Path:

@@ -23,9 +23,11 @@ def tiny_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
 
 
-def tiny_model(arch: str = "llama", seed: int = 0):
+def tiny_model(arch: str = "llama", seed: int = 0, **overrides):
+    """`overrides` go to the config, e.g. initializer_range=0.3 for a model whose outputs a
+    prefix can move within a few steps (the default 0.02 gives near-uniform logits)."""
     torch.manual_seed(seed)
-    common = dict(vocab_size=VOCAB_SIZE, bos_token_id=None, eos_token_id=2, pad_token_id=1)
+    common = dict(vocab_size=VOCAB_SIZE, bos_token_id=None, eos_token_id=2, pad_token_id=1, **overrides)
     if arch == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -32,6 +32,7 @@ COMMANDS = {
     "export-peft": "llmpatch.cli.model_cmds:export_peft",
     "import-peft": "llmpatch.cli.model_cmds:import_peft",
     "registry": "llmpatch.registry.cli:registry",
+    "train": "llmpatch.trainer.cli:train_cmd",
     # the client (issue #5)
     "install": "llmpatch.client.cli:install",
     "remove": "llmpatch.client.cli:remove",
@@ -47,11 +48,14 @@ COMMANDS = {
     "yank": "llmpatch.client.cli:yank",
     "run": "llmpatch.client.cli:run",
     "push": "llmpatch.client.cli:push",
+    # evaluation (issue #3)
+    "eval": "llmpatch.trainer.eval_cli:eval_cmd",
 }
 
 EPILOG = """\b
 Exit codes: 0 success; 1 error; 2 usage error; 3 invalid patch file;
-4 verification failed (signature, digest or base-model fingerprint).
+4 verification failed (signature, digest, key or base-model fingerprint);
+5 no set of patch versions satisfies the request.
 
 \b
 As `patch`, any first argument that is not a subcommand above goes to GNU

@@ -24,6 +24,7 @@ class SamplingConfig:
     top_p: float = 1.0  # 1.0 = off
     repetition_penalty: float = 1.0
     seed: int | None = None
+    suppress_tokens: tuple[int, ...] = ()  # never emitted (a blocklist-constrained decoder)
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -57,12 +58,15 @@ def _processors(cfg: SamplingConfig):
     from transformers import (
         LogitsProcessorList,
         RepetitionPenaltyLogitsProcessor,
+        SuppressTokensLogitsProcessor,
         TemperatureLogitsWarper,
         TopKLogitsWarper,
         TopPLogitsWarper,
     )
 
     processors = LogitsProcessorList()
+    if cfg.suppress_tokens:
+        processors.append(SuppressTokensLogitsProcessor(list(cfg.suppress_tokens)))
     if cfg.repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty))
     if cfg.do_sample:

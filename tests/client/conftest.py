@@ -119,7 +119,6 @@ def registry(tmp_path, fingerprints):
     """A live registry with the client's `default` registry pointing at it (root pinned)."""
     pytest.importorskip("fastapi")
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from sqlalchemy import select
 
     from llmpatch.client._registry import add_registry
     from llmpatch.registry import Settings, create_app

@@ -89,6 +89,12 @@ def test_dependencies_install_first_and_why_explains(registry, patch, model_dir)
     assert installed(patch) == ["toxicity 1.2.0", "base-safety 1.1.0", "harmfulness 1.0.0"]
     why = patch("why", "base-safety")
     assert why.out.strip() == "base-safety 1.1.0 <- harmfulness 1.0.0 <- you asked for it"
+    (patch.project / "patches.toml").write_text((patch.project / "patches.toml").read_text() + 'base-safety = "^1"\n')
+    assert patch("lock").code == 0
+    still_needed = patch("remove", "base-safety")
+    assert still_needed.code == 0
+    assert "warning: `base-safety` stays installed: harmfulness 1.0.0 depends on it" in still_needed.err
+    assert installed(patch) == ["toxicity 1.2.0", "base-safety 1.1.0", "harmfulness 1.0.0"]
     # removing the dependent drops the dependency nothing else needs, without the network
     registry.http.close()
     removed = patch("remove", "harmfulness")
@@ -136,6 +142,13 @@ def test_yanked_version_is_skipped_but_kept_when_locked(toxicity, patch, model_d
     assert "+ toxicity 1.2.0" in fresh.out
 
 
+def test_deprecated_patch_installs_with_a_warning(toxicity, patch, model_dir):
+    toxicity.post("/api/v1/patches/toxicity/deprecate", {"message": "use `civility` instead"})
+    result = patch("install", "toxicity@1.2", "--model", model_dir, "--project", ".")
+    assert result.code == 0, result.err
+    assert "warning: `toxicity` is deprecated: use `civility` instead" in result.err
+
+
 def test_lock_and_frozen_sync(toxicity, patch, model_dir):
     (patch.project / "patches.toml").write_text(f'[project]\nmodel = "{model_dir}"\n\n[patches]\ntoxicity = "~1.2"\n')
     assert patch("lock").code == 0
@@ -168,7 +181,7 @@ def test_tampered_cache_blob_is_caught_by_verify_and_repaired_by_sync(toxicity, 
 
 
 class Tamper:
-    """An httpx transport in the middle: changes response bodies whose URL matches."""
+    """An httpx transport in the middle: changes response bodies whose URL path ends with `match`."""
 
     def __init__(self, match: str, change):
         import httpx
@@ -180,7 +193,7 @@ class Tamper:
         import httpx
 
         response = self.inner.handle_request(request)
-        if self.match in str(request.url):
+        if request.url.path.endswith(self.match):
             body = response.read()
             return httpx.Response(response.status_code, headers=response.headers, content=self.change(body))
         return response
@@ -268,7 +281,7 @@ def test_revoked_key_fails_verify_and_new_installs(registry, patch, model_dir, t
     registry.post(f"/api/v1/patches/toxicity/keys/{old}/revoke", {})
     result = patch("verify")
     assert result.code == 4
-    assert f"which was revoked for `toxicity`" in result.out
+    assert "which was revoked for `toxicity`" in result.out
     fresh = patch("install", "toxicity", "--model", model_dir, "--project", tmp_path / "fresh")
     assert fresh.code == 4
     assert f"error: `toxicity@1.0.0` is signed by key `{old[:16]}`, which was revoked for `toxicity`" in fresh.err
@@ -318,3 +331,64 @@ def test_search_and_info(toxicity, patch, model_dir):
     assert [r["name"] for r in found.json["results"]] == ["toxicity"]
     info = patch("info", "toxicity@1.2", "--model", model_dir, "--json")
     assert [(v["version"], v["compatible"]) for v in info.json["versions"]] == [("1.2.0", True), ("1.2.1", True)]
+
+
+def test_rolled_back_metadata_is_refused(toxicity, patch, model_dir):
+    """A mirror replays an old (validly signed) timestamp after the client saw a newer one."""
+    from llmpatch.client import PatchRequest
+    from llmpatch.client._registry import MetadataVerificationError
+
+    seen = {}
+
+    def remember(body: bytes) -> bytes:
+        seen.setdefault("old", body)
+        return body
+
+    assert _installer(model_dir, patch.project, Tamper("timestamp.json", remember)).install(
+        [PatchRequest.parse("toxicity@=1.0.0")]).lock.patches
+    toxicity.publish("toxicity", "1.2.2", seed=9)  # the registry moves on: new timestamp version
+    assert patch("install", "toxicity@1.2").code == 0
+    before = state(patch)
+    replay = _installer(model_dir, patch.project, Tamper("timestamp.json", lambda body: seen["old"]))
+    with pytest.raises(MetadataVerificationError) as info:
+        replay.install([PatchRequest.parse("toxicity@1.3")])
+    assert "BadVersionNumberError" in str(info.value)
+    assert state(patch) == before
+
+
+def test_index_that_hides_a_dependency_is_caught_by_the_signed_file(registry, patch, model_dir):
+    """The index is unsigned: if it lies about a release, the signed manifest gives it away."""
+    import json
+
+    from llmpatch.client import MetadataMismatch, PatchRequest
+
+    registry.publish("base-safety", "1.0.0")
+    registry.publish("harmfulness", "1.0.0", seed=1, dependencies=["base-safety@^1"])
+
+    def hide_dependencies(body: bytes) -> bytes:
+        doc = json.loads(body)
+        for version in doc["versions"]:
+            version["dependencies"] = []
+        return json.dumps(doc).encode()
+
+    installer = _installer(model_dir, patch.project, Tamper("/api/v1/patches/harmfulness", hide_dependencies))
+    with pytest.raises(MetadataMismatch) as info:
+        installer.install([PatchRequest.parse("harmfulness")])
+    assert str(info.value) == "`harmfulness@1.0.0`: the signed file's dependencies or conflicts differ from the index"
+    assert info.value.exit_code == 4
+    assert state(patch) == {"patches.toml": None, "patches.lock": None}
+
+
+def test_version_only_in_the_unsigned_index_does_not_exist(toxicity, patch, model_dir):
+    import json
+
+    from llmpatch.client import PatchRequest
+
+    def invent_version(body: bytes) -> bytes:
+        doc = json.loads(body)
+        doc["versions"].append(dict(doc["versions"][-1], version="9.9.9"))
+        return json.dumps(doc).encode()
+
+    installer = _installer(model_dir, patch.project, Tamper("/api/v1/patches/toxicity", invent_version))
+    outcome = installer.install([PatchRequest.parse("toxicity")])
+    assert [(p.name, p.version) for p in outcome.lock.patches] == [("toxicity", "2.0.0")]

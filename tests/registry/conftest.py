@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from llmpatch.registry import Settings, create_app
 from llmpatch.registry.auth import create_token, create_user
-from llmpatch.registry.db import Database, upgrade
+from llmpatch.registry.db import upgrade
 from llmpatch.registry.models import Base, User
 
 PG_ADMIN_URL = os.environ.get("LLMPATCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -3,7 +3,7 @@ name@version immutable."""
 
 from __future__ import annotations
 
-from .factories import ARCH, OTHER_ARCH, WEIGHTS, new_key, patch_bytes, pem, sign, upload
+from .factories import ARCH, OTHER_ARCH, WEIGHTS, new_key, patch_bytes, pem, upload
 
 
 def publish(registry, headers, data, key, public_key=None):
@@ -36,7 +36,8 @@ def test_first_publish_claims_name_and_index_lists_version(registry):
     blob = registry.client.get(v["file_url"])
     assert blob.status_code == 200 and blob.content == data
     assert blob.headers["cache-control"] == "public, max-age=31536000, immutable"
-    assert registry.client.get(v["signature_url"]).content == sign(data, key)[:0] + registry.client.get(v["signature_url"]).content
+    assert blob.headers["etag"] == f'"sha256:{v["sha256"]}"'
+    assert registry.client.get(v["file_url"], headers={"If-None-Match": blob.headers["etag"]}).status_code == 304
     assert registry.client.get(v["signature_url"]).json()["key_id"] == v["key_id"]
 
 
@@ -179,6 +180,13 @@ def test_token_api(registry):
     escalate = registry.client.post("/api/v1/tokens", json={"scopes": ["admin:*"]}, headers=limited)
     assert escalate.status_code == 403
     assert escalate.json()["error"]["message"] == "your token cannot grant scopes it does not hold: admin:*"
+    from sqlalchemy import select
+
+    from llmpatch.registry.models import Token
+
+    with registry._db.reader() as session:  # only hashes are stored
+        stored = session.execute(select(Token.token_hash)).scalars().all()
+    assert r.json()["token"] not in stored and len(stored) == 2 and all(len(h) == 64 for h in stored)
     tokens = registry.client.get("/api/v1/tokens", headers=limited).json()["tokens"]
     assert [t["description"] for t in tokens] == ["", "ci"] and "token_hash" not in tokens[0]
     assert registry.client.delete(f"/api/v1/tokens/{r.json()['id']}", headers=limited).status_code == 200
@@ -218,3 +226,33 @@ def test_reads_do_not_write(registry):
                  "/api/v1/patches/refusal/audit", "/tuf/metadata/timestamp.json", "/", "/patches/refusal"]:
         assert registry.client.get(path).status_code == 200, path
     assert registry.state() == before
+
+
+def test_failure_after_blobs_are_written_leaves_no_visible_trace(registry, monkeypatch):
+    """A crash between the blob writes and the commit: the transaction rolls back, readers
+    see nothing new; at most an unreferenced blob remains, which nothing serves by name."""
+    alice = registry.user("alice")
+    key = new_key()
+    publish(registry, alice, patch_bytes(version="1.0.0"), key, pem(key))
+    before = registry.state()
+    index_before = registry.client.get("/api/v1/patches/refusal").content
+    timestamp_before = registry.client.get("/tuf/metadata/timestamp.json").content
+
+    import llmpatch.registry.tuf_repo as tuf_repo
+
+    def crash(self, session):
+        raise RuntimeError("simulated crash while signing")
+
+    monkeypatch.setattr(tuf_repo.TufRepository, "targets_changed", crash)
+    response = publish(registry, alice, patch_bytes(version="1.1.0", seed=1), key)
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "internal_error", "message": "internal server error"}}
+
+    after = registry.state()
+    assert {k: v for k, v in after.items() if k != "blobs"} == {k: v for k, v in before.items() if k != "blobs"}
+    assert set(before["blobs"]) <= set(after["blobs"])  # orphans allowed, nothing removed
+    assert registry.client.get("/api/v1/patches/refusal").content == index_before
+    assert registry.client.get("/tuf/metadata/timestamp.json").content == timestamp_before
+
+    monkeypatch.undo()  # the retry after the crash succeeds normally
+    assert publish(registry, alice, patch_bytes(version="1.1.0", seed=1), key).status_code == 201

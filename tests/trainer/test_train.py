@@ -1,0 +1,138 @@
+"""The training loop on a tiny model: only the prefix learns, runs are reproducible and
+resumable, and bad data gets a clear error."""
+
+import json
+
+import pytest
+import torch
+
+from llmpatch.model.runtime import PatchedModel
+from llmpatch.trainer.objectives import Example, Pair, batch_loss, dpo_loss, fill_reference_logprobs, soft_targets, target_logprobs
+from llmpatch.trainer.recipes import ReferenceError_, TrainingData, jsonl_reference
+from llmpatch.trainer.train import TrainConfig, TrainingError, train
+from tiny_models import tiny_model, tiny_tokenizer
+
+
+def patched_tiny(seed=0):
+    return PatchedModel(tiny_model("llama", seed, initializer_range=0.3), tiny_tokenizer())
+
+
+def toy_data(patched, n=12):
+    """Teach: after `w5 w6` say `w40 w41 w42`."""
+    examples = [Example([5, 6, 7 + i % 3], [40, 41, 42], "sft", group="g") for i in range(n)]
+    held = examples[:2]
+
+    def validate(prefix):
+        loss = float(batch_loss(patched.model, prefix, held))
+        return {"score": -loss, "loss": loss}
+
+    pairs = [Pair([5, 6, 7], [40, 41, 42], [50, 51, 52])]
+    return [TrainingData("harmfulness", False, examples, pairs, validate, {"examples": n})]
+
+
+def config(**overrides):
+    base = dict(domains=("harmfulness",), n_virtual_tokens=4, init_text="w10 w11", sft_steps=12, dpo_steps=4,
+                batch_size=4, lr=3e-2, dpo_lr=1e-2, eval_every=4, checkpoint_every=4)
+    return TrainConfig(**(base | overrides))
+
+
+def test_only_the_prefix_learns_and_the_loss_falls():
+    patched = patched_tiny()
+    before = {k: v.clone() for k, v in patched.model.state_dict().items()}
+    data = toy_data(patched)
+    start = data[0].validate(None)["loss"]  # no prefix at all
+    result = train(patched, config(), datasets=data)
+    assert all(torch.equal(before[k], v) for k, v in patched.model.state_dict().items()), "base weights changed"
+    assert all(p.grad is None for p in patched.model.parameters()), "base weights got gradients"
+    assert result.prefix.shape == (4, 32)
+    assert result.best["harmfulness"]["loss"] < start * 0.7
+    assert [r["stage"] for r in result.history].count("dpo") == 4
+
+
+def test_runs_are_reproducible():
+    a = train(patched_tiny(), config(), datasets=toy_data(patched_tiny()))
+    b = train(patched_tiny(), config(), datasets=toy_data(patched_tiny()))
+    torch.testing.assert_close(a.prefix, b.prefix, atol=0, rtol=0)
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    full = train(patched_tiny(), config(), datasets=toy_data(patched_tiny()), checkpoint_dir=tmp_path / "full")
+    partial = train(patched_tiny(), config(sft_steps=8, dpo_steps=0), datasets=toy_data(patched_tiny()), checkpoint_dir=tmp_path / "part")
+    assert json.loads((tmp_path / "part" / "state.json").read_text())["step"] == 8
+    # a resumed run must carry the same config: the digest guards against mixing runs
+    with pytest.raises(TrainingError, match="another configuration"):
+        train(patched_tiny(), config(), datasets=toy_data(patched_tiny()), checkpoint_dir=tmp_path / "part", resume=True)
+    resumed = train(patched_tiny(), config(), datasets=toy_data(patched_tiny()), checkpoint_dir=tmp_path / "full", resume=True)
+    assert resumed.best_step == full.best_step
+    torch.testing.assert_close(resumed.prefix, full.prefix)
+
+
+def test_resume_without_checkpoint_is_refused(tmp_path):
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(patched_tiny(), config(), datasets=toy_data(patched_tiny()), checkpoint_dir=tmp_path, resume=True)
+
+
+def test_empty_data_is_refused():
+    patched = patched_tiny()
+    empty = [TrainingData("harmfulness", False, [], [], lambda p: {"score": 0.0})]
+    with pytest.raises(TrainingError, match="produced no training examples"):
+        train(patched, config(), datasets=empty)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (dict(domains=("toxic",)), "unknown domain"),
+    (dict(batch_size=0), "`batch_size` must be at least 1"),
+    (dict(sft_steps=0, dpo_steps=0), "at least one SFT or DPO step"),
+    (dict(lr=5.0), "learning rates must be in"),
+])
+def test_bad_config_is_refused(bad, message):
+    with pytest.raises(TrainingError, match=message):
+        config(**bad)
+
+
+def test_dpo_prefers_chosen_after_training():
+    patched = patched_tiny()
+    prefix = torch.nn.Parameter(torch.randn(4, 32, generator=torch.Generator().manual_seed(0)))
+    pairs = [Pair([5, 6], [40, 41], [50, 51])]
+    fill_reference_logprobs(patched.model, prefix.detach(), pairs)
+    optimizer = torch.optim.Adam([prefix], lr=5e-2)
+    for _ in range(20):
+        loss, _ = dpo_loss(patched.model, prefix, pairs, beta=0.5)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    _, margin = dpo_loss(patched.model, prefix, pairs, beta=0.5)
+    assert margin > 1.0
+
+
+def test_target_logprobs_match_a_plain_forward():
+    model = tiny_model("llama")
+    prefix = torch.randn(3, 32)
+    context, target = [5, 6, 7], [8, 9]
+    [ours] = target_logprobs(model, prefix, [(context, target)])
+    x = torch.cat([prefix, model.get_input_embeddings()(torch.tensor(context + target))])[None]
+    logits = model(inputs_embeds=x).logits[0]
+    expected = torch.log_softmax(logits[3 + len(context) - 1 : 3 + len(context) + 1], dim=-1)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+
+
+def test_soft_targets_never_put_mass_on_blocked_tokens():
+    model = tiny_model("llama")
+    blocked = torch.tensor([10, 11, 12])
+    [(ids, probs)] = soft_targets(model, [([5, 6], [7, 8, 9])], blocked, top_k=16)
+    assert not torch.isin(ids[probs > 0], blocked).any()
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(3))
+
+
+def test_jsonl_reference_errors_name_the_line(tmp_path):
+    patched = patched_tiny()
+    good = tmp_path / "ref.jsonl"
+    good.write_text('{"prompt": "w5 w6", "response": "w40 w41"}\n\n{"prompt": "w7", "response": "w42"}\n')
+    assert len(jsonl_reference(patched, "toxicity", good, chat=False).examples) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "w5"}\n')
+    with pytest.raises(ReferenceError_, match="line 1 is not a JSON object with `prompt` and `response`"):
+        jsonl_reference(patched, "toxicity", bad, chat=False)
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ReferenceError_, match="holds no examples"):
+        jsonl_reference(patched, "toxicity", tmp_path / "empty.jsonl", chat=False)

@@ -1,0 +1,152 @@
+"""Reproduce the example patches under `examples/` and their evaluation, in one command:
+
+    python -m llmpatch.trainer.examples [--only NAME ...] [--retrain] [--no-lora] [--limit N]
+
+For each example: train the patch (skipped when its file exists, unless --retrain), train a
+PEFT LoRA r=1 on the same data as the comparison, and evaluate base / safety system prompt /
+patch / LoRA on the patch's domains. Then the composition of the toxicity and bias patches
+in both orders. Writes `examples/NAME.safetensors`, `NAME.train.json`, `NAME.eval.json`,
+`NAME.png` and the summary table `examples/RESULTS.md`. Seeded: a rerun gives the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+
+# name -> training settings; versions are what the demo registry publishes.
+EXAMPLES = {
+    "bias": dict(domains=("bias",), version="1.0.0", sft_steps=40, dpo_steps=10, max_prompts=144),
+    "harmfulness": dict(domains=("harmfulness",), version="1.0.0", sft_steps=80, dpo_steps=20, max_prompts=160),
+    "toxicity": dict(domains=("toxicity",), version="1.2.0", sft_steps=80, dpo_steps=20, max_prompts=240),
+    "safety-joint": dict(domains=("toxicity", "bias", "harmfulness"), version="1.0.0", sft_steps=120, dpo_steps=20, max_prompts=120),
+}
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def train_example(name: str, spec: dict, loaded, patched, with_lora: bool, out_dir: Path):
+    from ..manifest import BaseModelRef, Manifest
+    from ..patchfile import write_patch
+    from .recipes import RecipeConfig
+    from .references import build_reference_data
+    from .train import INIT_TEXTS, TrainConfig, train
+
+    cfg = TrainConfig(domains=spec["domains"], sft_steps=spec["sft_steps"], dpo_steps=spec["dpo_steps"],
+                      recipe=RecipeConfig(max_train_prompts=spec["max_prompts"]))
+    started = time.perf_counter()
+    datasets = build_reference_data(patched, cfg, None)
+    _say(f"[{name}] data built in {time.perf_counter() - started:.0f}s: {[d.summary for d in datasets]}")
+    result = train(patched, cfg, datasets=datasets, on_step=lambda r: _say(f"[{name}] {r}"))
+    fp = loaded.fingerprint
+    manifest = Manifest(
+        name=name, version=spec["version"], domains=spec["domains"],
+        base_model=BaseModelRef(fp.architecture, fp.weights, loaded.location.display_name),
+        n_virtual_tokens=cfg.n_virtual_tokens, hidden_size=result.prefix.shape[1],
+        provenance={"method": "sft+dpo", "config_digest": cfg.digest(), "config": cfg.to_dict(), "reference_model": "default",
+                    "init_text": INIT_TEXTS[spec["domains"][0]], "data": result.data_summary, "best_step": result.best_step,
+                    "train_seconds": round(time.perf_counter() - started, 1)},
+        evaluation={"validation": result.best},
+        license="Apache-2.0",
+        description=f"Example policy patch for {', '.join(spec['domains'])} on SmolLM2-135M-Instruct, made by `python -m llmpatch.trainer.examples`",
+    )
+    write_patch(out_dir / f"{name}.safetensors", manifest, result.prefix)
+    train_report = {"seconds": round(time.perf_counter() - started, 1), "best_step": result.best_step, "best": result.best,
+                    "history": result.history, "data": result.data_summary}
+    lora = None
+    if with_lora:
+        from ..model.loading import load_model
+        from .lora_baseline import train_lora
+
+        copy = load_model("smollm2").model
+        lora = train_lora(copy, datasets, steps=cfg.sft_steps, batch_size=cfg.batch_size)
+        train_report["lora"] = {"rank": 1, "steps": cfg.sft_steps, "trainable_parameters": lora.n_trainable,
+                                "seconds": round(lora.train_seconds, 1)}
+    (out_dir / f"{name}.train.json").write_text(json.dumps(train_report, indent=1, sort_keys=True))
+    return lora
+
+
+def evaluate_example(name: str, spec: dict, loaded, patched, lora, limit: int | None, out_dir: Path) -> dict:
+    from ..patchfile import read_patch
+    from .eval_cli import DEFAULT_SYSTEM_PROMPTS, render_table
+    from .evaluate import EvalConfig, HFVariant, PatchVariant, evaluate
+    from .plots import plot_headlines
+
+    patch = read_patch(out_dir / f"{name}.safetensors")
+    variants = {}
+    for domain in spec["domains"]:
+        variants[domain] = [
+            PatchVariant(patched, name="base"),
+            PatchVariant(patched, system_prompt=DEFAULT_SYSTEM_PROMPTS[domain], name="system-prompt"),
+            PatchVariant(patched, [patch], name="patch"),
+        ]
+        if lora is not None:
+            variants[domain].append(HFVariant(lora, loaded.tokenizer, name="lora-r1"))
+    report = evaluate(variants, patched, EvalConfig(limit=limit), on_domain=lambda d, s: _say(f"[{name}] evaluated {d} in {s:.0f}s"))
+    report = {"model": loaded.location.display_name, "patches": [f"{name}@{spec['version']}"], **report}
+    (out_dir / f"{name}.eval.json").write_text(json.dumps(report, indent=1, sort_keys=True))
+    plot_headlines(report, out_dir / f"{name}.png")
+    print(render_table(report))
+    return report
+
+
+def evaluate_composition(loaded, patched, limit: int | None, out_dir: Path) -> dict | None:
+    from ..patchfile import read_patch
+    from .eval_cli import render_table
+    from .evaluate import EvalConfig, PatchVariant, evaluate
+
+    files = [out_dir / "toxicity.safetensors", out_dir / "bias.safetensors"]
+    if not all(f.exists() for f in files):
+        return None
+    tox, bias = (read_patch(f) for f in files)
+    variants = {
+        domain: [PatchVariant(patched, name="base"), PatchVariant(patched, [tox], name="toxicity"), PatchVariant(patched, [bias], name="bias"),
+                 PatchVariant(patched, [tox, bias], name="toxicity+bias"), PatchVariant(patched, [bias, tox], name="bias+toxicity")]
+        for domain in ("toxicity", "bias")
+    }
+    report = evaluate(variants, patched, EvalConfig(limit=limit))
+    (out_dir / "composition.eval.json").write_text(json.dumps(report, indent=1, sort_keys=True))
+    print(render_table(report))
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", choices=sorted(EXAMPLES), help="Run only these examples.")
+    parser.add_argument("--retrain", action="store_true", help="Train even when the patch file exists.")
+    parser.add_argument("--no-lora", action="store_true", help="Skip the LoRA r=1 comparison.")
+    parser.add_argument("--no-composition", action="store_true")
+    parser.add_argument("--limit", type=int, default=64, help="Prompts per evaluation set.")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=EXAMPLES_DIR)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+
+    from ..model.loading import load_model
+    from ..model.runtime import PatchedModel
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    loaded = load_model("smollm2")
+    patched = PatchedModel(loaded.model, loaded.tokenizer, loaded.fingerprint)
+    for name in args.only or EXAMPLES:
+        spec = EXAMPLES[name]
+        lora = None
+        if args.retrain or not (args.out / f"{name}.safetensors").exists():
+            lora = train_example(name, spec, loaded, patched, not args.no_lora, args.out)
+        evaluate_example(name, spec, loaded, patched, lora, args.limit, args.out)
+    if not args.no_composition:
+        evaluate_composition(loaded, patched, args.limit, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

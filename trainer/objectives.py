@@ -1,0 +1,181 @@
+"""Losses for training a soft prefix on a frozen causal LM.
+
+Every loss scores *target* tokens that follow a *context*, with the trainable prefix in
+front: the sequence is [prefix (P)] [context] [target], right-padded, and logits are
+computed only at the positions that predict target tokens (the 49k-word head is the most
+expensive part of a small model; skipping it elsewhere halves the step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+BLOCKED_WEIGHT = 10.0  # the penalty's share against the soft cross-entropy (~2.5 nats)
+
+
+@dataclass
+class Example:
+    """One training row. `kind` picks the loss applied to its target tokens:
+
+    - "sft": cross-entropy on the target tokens (learn the reference's text).
+    - "distill": cross-entropy against soft targets, the reference's next-token
+      distribution at each target position, kept as its top-k (`soft_ids`, `soft_probs`);
+      with `blocked` token ids, also -log(1 - mass on blocked tokens) at every position.
+      The soft targets alone spread the signal over all positions, most of which had no
+      blocked mass to remove; the penalty acts where the model wanted a blocked word.
+    - "unlikelihood": push down the target tokens flagged in `unlikely` (-log(1 - p)),
+      cross-entropy on the rest (stay close to the model's own text around them).
+    """
+
+    context: list[int]
+    target: list[int]
+    kind: str = "sft"
+    soft_ids: torch.Tensor | None = None  # [T, K] long
+    soft_probs: torch.Tensor | None = None  # [T, K] float, rows sum to 1
+    unlikely: list[bool] | None = None  # [T]
+    blocked: torch.Tensor | None = None  # token ids the reference never emits
+    group: str = ""  # e.g. "harmful" / "benign", for balanced batches
+
+
+@dataclass
+class Pair:
+    """A DPO preference: after `context`, `chosen` is safer than `rejected`."""
+
+    context: list[int]
+    chosen: list[int]
+    rejected: list[int]
+    group: str = ""
+    ref_chosen: float | None = None  # reference policy log-probs, filled before DPO
+    ref_rejected: float | None = None
+
+
+def _final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:  # Gemma-2/3 soft-cap their logits inside the LM head's forward
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def target_logprobs(model, prefix: torch.Tensor | None, rows: list[tuple[list[int], list[int]]]) -> list[torch.Tensor]:
+    """Log-softmax over the vocabulary at each target position, per row: [T_i, V].
+
+    `prefix` [P, H] may be None (the frozen base model alone).
+    """
+    embed = model.get_input_embeddings()
+    device = embed.weight.device
+    p = 0 if prefix is None else prefix.shape[0]
+    lengths = [len(c) + len(t) for c, t in rows]
+    width = max(lengths)
+    ids = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    mask = torch.zeros((len(rows), p + width), dtype=torch.long, device=device)
+    for i, (context, target) in enumerate(rows):
+        ids[i, : lengths[i]] = torch.tensor(context + target)
+        mask[i, : p + lengths[i]] = 1
+    x = embed(ids)  # [B, W, H]
+    if prefix is not None:
+        x = torch.cat([prefix.to(x.dtype)[None].expand(len(rows), -1, -1), x], dim=1)  # [B, P+W, H]
+    hidden = model.base_model(inputs_embeds=x, attention_mask=mask).last_hidden_state
+    # position j (in the sequence without prefix) predicts token j+1
+    select_rows, select_cols = [], []
+    for i, (context, target) in enumerate(rows):
+        start = p + len(context) - 1
+        select_rows += [i] * len(target)
+        select_cols += list(range(start, start + len(target)))
+    picked = hidden[torch.tensor(select_rows), torch.tensor(select_cols)]  # [sum T, H]
+    logprobs = F.log_softmax(_final_logits(model, picked).float(), dim=-1)
+    return list(torch.split(logprobs, [len(t) for _, t in rows]))
+
+
+def example_loss(logprobs: torch.Tensor, example: Example) -> torch.Tensor:
+    """Mean loss over one example's target positions."""
+    target = torch.tensor(example.target, device=logprobs.device)
+    if example.kind == "sft":
+        return F.nll_loss(logprobs, target)
+    if example.kind == "distill":
+        picked = logprobs.gather(1, example.soft_ids.to(logprobs.device))  # [T, K]
+        loss = -(example.soft_probs.to(logprobs.device) * picked).sum(dim=1).mean()
+        if example.blocked is not None:
+            mass = logprobs[:, example.blocked].exp().sum(dim=1).clamp(max=1 - 1e-6)  # [T]
+            loss = loss + BLOCKED_WEIGHT * -torch.log1p(-mass).mean()
+        return loss
+    if example.kind == "unlikelihood":
+        token_lp = logprobs.gather(1, target[:, None]).squeeze(1)  # [T]
+        flagged = torch.tensor(example.unlikely, device=logprobs.device)
+        push_down = -torch.log1p(-token_lp.exp().clamp(max=1 - 1e-6))
+        keep = -token_lp
+        return torch.where(flagged, push_down * 4.0, keep).mean()  # flagged tokens are rare: weigh them up
+    raise ValueError(f"unknown example kind {example.kind!r}")
+
+
+def batch_loss(model, prefix: torch.Tensor, batch: list[Example]) -> torch.Tensor:
+    logprobs = target_logprobs(model, prefix, [(e.context, e.target) for e in batch])
+    return torch.stack([example_loss(lp, e) for lp, e in zip(logprobs, batch)]).mean()
+
+
+def sequence_logprob(model, prefix, pairs: list[tuple[list[int], list[int]]]) -> torch.Tensor:
+    """Summed log-probability of each target given its context: [B]."""
+    logprobs = target_logprobs(model, prefix, pairs)
+    return torch.stack([lp.gather(1, torch.tensor(t)[:, None]).sum() for lp, (_, t) in zip(logprobs, pairs)])
+
+
+def dpo_loss(model, prefix: torch.Tensor, pairs: list[Pair], beta: float) -> tuple[torch.Tensor, float]:
+    """DPO (Rafailov et al.) against reference log-probs stored on the pairs. Returns the
+    loss and the mean implicit reward margin (for the progress bar)."""
+    rows = [(p.context, p.chosen) for p in pairs] + [(p.context, p.rejected) for p in pairs]
+    logps = sequence_logprob(model, prefix, rows)
+    chosen, rejected = logps[: len(pairs)], logps[len(pairs) :]
+    ref_chosen = torch.tensor([p.ref_chosen for p in pairs])
+    ref_rejected = torch.tensor([p.ref_rejected for p in pairs])
+    margin = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+    return -F.logsigmoid(margin).mean(), margin.mean().item()
+
+
+@torch.no_grad()
+def fill_reference_logprobs(model, prefix: torch.Tensor, pairs: list[Pair], batch_size: int = 8) -> None:
+    """Score pairs under the reference policy: the prefix as SFT left it. (Using the bare
+    model as reference made refusals start ~69 nats apart and DPO undo the SFT; see
+    notes/ml-findings.md.)"""
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        rows = [(p.context, p.chosen) for p in chunk] + [(p.context, p.rejected) for p in chunk]
+        logps = sequence_logprob(model, prefix, rows).tolist()
+        for i, pair in enumerate(chunk):
+            pair.ref_chosen, pair.ref_rejected = logps[i], logps[len(chunk) + i]
+
+
+@torch.no_grad()
+def soft_targets(
+    model, rows: list[tuple[list[int], list[int]]], blocked: torch.Tensor, top_k: int = 64
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The constrained reference's next-token distribution at each target position: the base
+    model's, with `blocked` token ids removed and the rest renormalised, kept as top-k."""
+    out = []
+    for logprobs in target_logprobs(model, None, rows):
+        logprobs = logprobs.clone()
+        logprobs[:, blocked] = float("-inf")
+        probs = logprobs.softmax(dim=-1)
+        top = probs.topk(top_k, dim=-1)
+        out.append((top.indices, top.values / top.values.sum(dim=-1, keepdim=True)))
+    return out
+
+
+@torch.no_grad()
+def blocked_mass(model, prefix, rows: list[tuple[list[int], list[int]]], blocked: torch.Tensor) -> float:
+    """Mean probability the model puts on blocked tokens over the target positions."""
+    masses = [lp[:, blocked].exp().sum(dim=-1) for lp in target_logprobs(model, prefix, rows)]
+    return float(torch.cat(masses).mean())
+
+
+@dataclass
+class History:
+    """What the progress bar and the manifest's provenance show about a run."""
+
+    steps: list[dict] = field(default_factory=list)
+
+    def add(self, **values) -> None:
+        self.steps.append(values)

@@ -1,0 +1,309 @@
+"""Training data per domain: what the patch learns from, and how a run is validated.
+
+Each recipe turns a domain's train prompts and a reference into
+- SFT-stage examples (`Example`: sft / distill / unlikelihood),
+- DPO pairs (`Pair`: safe chosen over unsafe rejected, filtered by a scorer margin and an
+  absolute safety threshold),
+- a cheap validation score (higher is better) for choosing the checkpoint.
+
+Embedded defaults run offline on this machine:
+- harmfulness: refusals written by safety-tuned models and labelled by people (XSTest
+  completions) for harmful prompts; the base model's own answers for safe prompts (so the
+  patch does not learn to refuse everything).
+- bias: the base model constrained never to emit gendered words; the patch distils that
+  reference's whole next-token distribution at every position.
+- toxicity: the base model's own samples scored by profanity-check; offending words are
+  pushed down in place (unlikelihood), clean samples kept (fluency).
+Other references: a JSONL file of prompt/response pairs, another causal LM (any tokenizer:
+its text is learnt), or best-of-N samples of the base model under the domain's scorer.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import LLMPatchError
+from ..model.generation import SamplingConfig, encode_prompt, generate
+from ..model.runtime import PatchedModel
+from . import data
+from .blocklists import domain_blocklist
+from .objectives import Example, Pair, batch_loss, blocked_mass, soft_targets
+from .scorers import KeywordJudge, ProfanityScorer
+
+
+class ReferenceError_(LLMPatchError):
+    """The reference cannot serve this domain or this base model."""
+
+
+@dataclass
+class RecipeConfig:
+    max_train_prompts: int = 400  # per domain; more prompts cost generation time up front
+    response_tokens: int = 48  # chat answers (harmfulness)
+    continuation_tokens: int = 24  # raw continuations (toxicity, bias)
+    samples_per_prompt: int = 4  # best-of-N and unlikelihood mining
+    dpo_margin: float = 0.3  # minimum scorer gap between rejected and chosen
+    dpo_threshold: float = 0.2  # chosen must score at most this unsafe
+    val_prompts: int = 24
+    batch_size: int = 16  # generation batch while building data
+    seed: int = 0
+
+
+@dataclass
+class TrainingData:
+    domain: str
+    chat: bool  # prompts wrapped in the chat template
+    examples: list[Example]
+    pairs: list[Pair]
+    validate: Callable[[torch.Tensor], dict]  # prefix -> {"score": higher is better, ...}
+    summary: dict = field(default_factory=dict)
+
+
+def _generate_texts(patched: PatchedModel, contexts: list[list[int]], cfg: SamplingConfig, batch: int, progress=None):
+    outputs = []
+    for start in range(0, len(contexts), batch):
+        chunk = contexts[start : start + batch]
+        outputs += generate(patched, chunk, [[]] * len(chunk), cfg)
+        if progress:
+            progress(len(chunk))
+    return outputs
+
+
+def _encode(tokenizer, prompt: str, chat: bool) -> list[int]:
+    return encode_prompt(tokenizer, prompt, chat=chat) if chat else tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+
+def _target(tokenizer, text: str, eos: bool) -> list[int]:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids + [tokenizer.eos_token_id] if eos and tokenizer.eos_token_id is not None else ids
+
+
+# ------------------------------------------------------------------ harmfulness
+
+def refusal_pool() -> dict[str, list[str]]:
+    """Human-labelled full refusals by safety-tuned models, per prompt, cut to two sentences."""
+    pool: dict[str, list[str]] = {}
+    for row in data.xstest_completions():
+        if row.refusal and row.model != "mistralinstruct":  # its "refusals" are mostly partial
+            text = data.first_sentences(row.completion)
+            if len(text) > 20:
+                pool.setdefault(row.prompt, []).append(text)
+    return pool
+
+
+def harmfulness(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> TrainingData:
+    tok, rng = patched.tokenizer, random.Random(cfg.seed)
+    unsafe_xstest = [x.prompt for x in data.xstest() if not x.safe]
+    harmful = data.by_split(list(data.advbench()), "train") + data.by_split(unsafe_xstest, "train")
+    benign = data.by_split([x.prompt for x in data.xstest() if x.safe], "train")
+    rng.shuffle(harmful)
+    harmful = harmful[: cfg.max_train_prompts]
+    pool = refusal_pool()
+    generic = [text for texts in pool.values() for text in texts if "I cannot" in text or "I can't" in text]
+    if not generic:
+        raise ReferenceError_("no human-labelled refusals found in the XSTest completions")
+
+    gen_cfg = SamplingConfig(max_new_tokens=cfg.response_tokens)
+    contexts_harmful = [_encode(tok, p, True) for p in harmful]
+    contexts_benign = [_encode(tok, p, True) for p in benign]
+    answers_harmful = _generate_texts(patched, contexts_harmful, gen_cfg, cfg.batch_size, progress)
+    answers_benign = _generate_texts(patched, contexts_benign, gen_cfg, cfg.batch_size, progress)
+
+    judge = KeywordJudge()
+    examples, pairs = [], []
+    for prompt, context, answer in zip(harmful, contexts_harmful, answers_harmful):
+        refusal = rng.choice(pool.get(prompt) or generic)
+        chosen = _target(tok, refusal, eos=True)
+        examples.append(Example(context, chosen, "sft", group="harmful"))
+        # DPO: the base model's own answer is the rejected side when it complied
+        if answer.token_ids and judge.refusal_prob([answer.text])[0] < 0.5:
+            pairs.append(Pair(context, chosen, answer.token_ids, group="harmful"))
+    for context, answer in zip(contexts_benign, answers_benign):
+        if not answer.token_ids or judge.refusal_prob([answer.text])[0] >= 0.5:
+            continue  # the base model refused a safe prompt itself; don't teach that
+        examples.append(Example(context, answer.token_ids, "sft", group="benign"))
+        pairs.append(Pair(context, answer.token_ids, _target(tok, rng.choice(generic), eos=True), group="benign"))
+
+    val_harmful = data.by_split(list(data.advbench()), "val")[: cfg.val_prompts]
+    val_safe = data.by_split([x.prompt for x in data.xstest() if x.safe], "val")[: cfg.val_prompts]
+    val_contexts = [_encode(tok, p, True) for p in val_harmful + val_safe]
+
+    @torch.no_grad()
+    def validate(prefix: torch.Tensor) -> dict:
+        outputs = _generate_with_prefix(patched, prefix, val_contexts, SamplingConfig(max_new_tokens=20), cfg.batch_size)
+        refused = judge.refusal_prob([o.text for o in outputs])
+        refusal = sum(refused[: len(val_harmful)]) / max(1, len(val_harmful))
+        over_refusal = sum(refused[len(val_harmful) :]) / max(1, len(val_safe))
+        return {"score": refusal - 2 * over_refusal, "refusal": refusal, "over_refusal": over_refusal}
+
+    summary = {"harmful_prompts": len(harmful), "benign_prompts": len(benign), "pairs": len(pairs),
+               "reference": "xstest-human-refusals+self-answers"}
+    return TrainingData("harmfulness", True, examples, pairs, validate, summary)
+
+
+# ------------------------------------------------------------------ bias
+
+def bias(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> TrainingData:
+    tok = patched.tokenizer
+    blocked = torch.tensor(domain_blocklist("bias", tok))
+    prompts = data.bias_prompts("train")[: cfg.max_train_prompts]
+    contexts = [_encode(tok, p, False) for p in prompts]
+    sample = SamplingConfig(max_new_tokens=cfg.continuation_tokens, do_sample=True, top_p=0.9, seed=cfg.seed)
+    constrained = SamplingConfig(**{**sample.__dict__, "suppress_tokens": tuple(blocked.tolist())})
+    # reference continuations: the base model that cannot say gendered words
+    repeated = [c for c in contexts for _ in range(2)]
+    reference = _generate_texts(patched, repeated, constrained, cfg.batch_size, progress)
+    rows = [(c, o.token_ids) for c, o in zip(repeated, reference) if o.token_ids]
+    examples = []
+    for start in range(0, len(rows), 8):
+        chunk = rows[start : start + 8]
+        for (context, target), (ids, probs) in zip(chunk, soft_targets(patched.model, chunk, blocked)):
+            examples.append(Example(context, target, "distill", soft_ids=ids, soft_probs=probs, blocked=blocked))
+    # DPO: among the base model's own samples, one without gendered words over one with
+    free = _generate_texts(patched, [c for c in contexts for _ in range(cfg.samples_per_prompt)], sample, cfg.batch_size, progress)
+    pairs = []
+    for i, context in enumerate(contexts):
+        group = free[i * cfg.samples_per_prompt : (i + 1) * cfg.samples_per_prompt]
+        clean = [o for o in group if o.token_ids and not gendered(o.text)]
+        marked = [o for o in group if o.token_ids and gendered(o.text)]
+        if clean and marked:
+            pairs.append(Pair(context, clean[0].token_ids, marked[0].token_ids, group="bias"))
+
+    val_contexts = [_encode(tok, p, False) for p in data.bias_prompts("val")[: cfg.val_prompts]]
+    val_ref = _generate_texts(patched, val_contexts, constrained, cfg.batch_size)
+    val_rows = [(c, o.token_ids) for c, o in zip(val_contexts, val_ref) if o.token_ids]
+
+    def validate(prefix: torch.Tensor) -> dict:
+        mass = blocked_mass(patched.model, prefix, val_rows, blocked)
+        return {"score": -mass, "gendered_mass": mass}
+
+    summary = {"prompts": len(prompts), "distill_examples": len(examples), "pairs": len(pairs),
+               "blocked_tokens": int(blocked.numel()), "reference": "base-constrained(no gendered words)"}
+    return TrainingData("bias", False, examples, pairs, validate, summary)
+
+
+_GENDERED = re.compile(r"\b(" + "|".join(data.GENDERED_WORDS["female"] + data.GENDERED_WORDS["male"]) + r")\b", re.I)
+
+
+def gendered(text: str) -> bool:
+    return bool(_GENDERED.search(text))
+
+
+# ------------------------------------------------------------------ toxicity
+
+def _profane_token_flags(tokenizer, token_ids: list[int], words: frozenset[str]) -> list[bool]:
+    """Which tokens belong to a profane word of the decoded text."""
+    flags, text = [], ""
+    spans = []
+    for token in token_ids:
+        piece = tokenizer.decode([token])
+        spans.append((len(text), len(text) + len(piece)))
+        text += piece
+    bad_chars = set()
+    for match in re.finditer(r"[A-Za-z']+", text):
+        word = match.group().lower().strip("'")
+        if word in words or any(word.startswith(w) and len(w) >= 4 for w in _CORE_PROFANITY):
+            bad_chars.update(range(match.start(), match.end()))
+    for begin, end in spans:
+        flags.append(any(i in bad_chars for i in range(begin, end)))
+    return flags
+
+
+_CORE_PROFANITY = ("fuck", "shit", "bitch", "cunt", "dick", "pussy", "whore", "slut", "bastard", "asshole", "nigg", "fagg",
+                   "retard", "damn", "crap", "piss", "cock", "idiot", "stupid", "moron", "dumb")
+
+
+def toxicity(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> TrainingData:
+    tok = patched.tokenizer
+    scorer = ProfanityScorer()
+    words = data.profanity_words() | frozenset(_CORE_PROFANITY)
+    prompts = data.by_split(list(data.realtoxicityprompts()), "train")[: cfg.max_train_prompts]
+    contexts = [_encode(tok, p, False) for p in prompts]
+    n = cfg.samples_per_prompt
+    sample = SamplingConfig(max_new_tokens=cfg.continuation_tokens, do_sample=True, top_p=0.9, seed=cfg.seed)
+    outputs = _generate_texts(patched, [c for c in contexts for _ in range(n)], sample, cfg.batch_size, progress)
+    scores = scorer.score([o.text for o in outputs])
+    examples, pairs = [], []
+    for i, context in enumerate(contexts):
+        group = list(zip(outputs[i * n : (i + 1) * n], scores[i * n : (i + 1) * n]))
+        group = [(o, s) for o, s in group if o.token_ids]
+        if not group:
+            continue
+        for output, score in group:
+            flags = _profane_token_flags(tok, output.token_ids, words)
+            if any(flags):
+                examples.append(Example(context, output.token_ids, "unlikelihood", unlikely=flags, group="toxic"))
+            elif score < cfg.dpo_threshold:
+                examples.append(Example(context, output.token_ids, "sft", group="clean"))
+        best, worst = min(group, key=lambda g: g[1]), max(group, key=lambda g: g[1])
+        if worst[1] - best[1] >= cfg.dpo_margin and best[1] <= cfg.dpo_threshold:
+            pairs.append(Pair(context, best[0].token_ids, worst[0].token_ids, group="toxicity"))
+    toxic = [e for e in examples if e.kind == "unlikelihood"]
+    clean = [e for e in examples if e.kind == "sft"][: 2 * len(toxic) + 8]  # keep the mix balanced
+    examples = toxic + clean
+
+    val_prompts = data.by_split(list(data.realtoxicityprompts()), "val")[: cfg.val_prompts]
+    val_contexts = [_encode(tok, p, False) for p in val_prompts]
+    val_out = _generate_texts(patched, [c for c in val_contexts for _ in range(n)], sample, cfg.batch_size)
+    val_examples = []
+    for i, output in enumerate(val_out):
+        if output.token_ids:
+            flags = _profane_token_flags(tok, output.token_ids, words)
+            val_examples.append(Example(val_contexts[i // n], output.token_ids, "unlikelihood" if any(flags) else "sft", unlikely=flags))
+
+    @torch.no_grad()
+    def validate(prefix: torch.Tensor) -> dict:
+        losses = [float(batch_loss(patched.model, prefix, val_examples[s : s + 8])) for s in range(0, len(val_examples), 8)]
+        loss = sum(losses) / max(1, len(losses))
+        return {"score": -loss, "val_loss": loss}
+
+    summary = {"prompts": len(prompts), "toxic_examples": len(toxic), "clean_examples": len(clean), "pairs": len(pairs),
+               "reference": f"base best-of-{n} under {scorer.name} + unlikelihood on profane words"}
+    return TrainingData("toxicity", False, examples, pairs, validate, summary)
+
+
+# ------------------------------------------------------------------ other references
+
+def jsonl_reference(patched: PatchedModel, domain: str, path: Path, chat: bool) -> TrainingData:
+    """SFT on a file of {"prompt": ..., "response": ...} lines."""
+    tok, examples = patched.tokenizer, []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ReferenceError_(f"cannot read reference file `{path}`: {exc}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            prompt, response = row["prompt"], row["response"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ReferenceError_(f"`{path}` line {number} is not a JSON object with `prompt` and `response`") from None
+        if not isinstance(prompt, str) or not isinstance(response, str) or not prompt.strip() or not response.strip():
+            raise ReferenceError_(f"`{path}` line {number}: `prompt` and `response` must be non-empty strings")
+        examples.append(Example(_encode(tok, prompt, chat), _target(tok, response, eos=chat), "sft"))
+    if not examples:
+        raise ReferenceError_(f"reference file `{path}` holds no examples")
+    return TrainingData(domain, chat, examples, [], lambda prefix: {"score": 0.0}, {"reference": f"jsonl:{Path(path).name}", "examples": len(examples)})
+
+
+def _generate_with_prefix(patched: PatchedModel, prefix: torch.Tensor, contexts, cfg: SamplingConfig, batch: int):
+    """Generate with an in-training prefix: wrap it as a throwaway patch (no cache reuse)."""
+    from types import SimpleNamespace
+
+    stand_in = SimpleNamespace(prefix=prefix.detach().float().numpy(), sha256=f"training-{id(prefix)}-{prefix._version}")
+    patched.prefix_cache._entries.clear()  # the prefix changes every step
+    outputs = []
+    for start in range(0, len(contexts), batch):
+        chunk = contexts[start : start + batch]
+        outputs += generate(patched, chunk, [[stand_in]] * len(chunk), cfg)
+    return outputs
+
+
+RECIPES = {"harmfulness": harmfulness, "bias": bias, "toxicity": toxicity}
