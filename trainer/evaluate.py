@@ -100,10 +100,10 @@ def encode(tokenizer, prompt: str, chat: bool, system: str | None = None) -> lis
 
 def _gather_logprobs(logits: torch.Tensor, ids: Sequence[int], first: int) -> float:
     """Sum of log p(ids[t] | ids[:t]) for t >= first, from logits [L, V] over ids."""
-    logprobs = torch.log_softmax(logits[:-1].float(), dim=-1)  # [L-1, V]: row t predicts ids[t+1]
-    targets = torch.tensor(ids[1:], dtype=torch.long)
-    picked = logprobs.gather(1, targets[:, None]).squeeze(1)  # [L-1]
-    return float(picked[first - 1 :].sum())
+    # Row t of the logits predicts ids[t+1]; normalise only the rows that are scored.
+    logprobs = torch.log_softmax(logits[first - 1 : -1].float(), dim=-1)  # [L - first, V]
+    targets = torch.tensor(ids[first:], dtype=torch.long)
+    return float(logprobs.gather(1, targets[:, None]).sum())
 
 
 class PatchVariant:

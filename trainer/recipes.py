@@ -31,7 +31,7 @@ import torch
 
 from ..errors import LLMPatchError
 from ..model.generation import SamplingConfig, encode_prompt, generate
-from ..model.runtime import PatchedModel
+from ..model.runtime import PatchedModel, RawPrefix
 from . import data
 from .blocklists import domain_blocklist
 from .objectives import Example, Pair, batch_loss, blocked_mass, soft_targets
@@ -294,16 +294,20 @@ def jsonl_reference(patched: PatchedModel, domain: str, path: Path, chat: bool) 
 
 
 def _generate_with_prefix(patched: PatchedModel, prefix: torch.Tensor, contexts, cfg: SamplingConfig, batch: int):
-    """Generate with an in-training prefix: wrap it as a throwaway patch (no cache reuse)."""
-    from types import SimpleNamespace
-
-    stand_in = SimpleNamespace(prefix=prefix.detach().float().numpy(), sha256=f"training-{id(prefix)}-{prefix._version}")
-    patched.prefix_cache._entries.clear()  # the prefix changes every step
+    """Generate with an in-training prefix; its cache entry is dropped afterwards, since the
+    prefix changes with every step."""
+    global _validation_round
+    _validation_round += 1
+    stand_in = RawPrefix(prefix.detach().float().numpy(), f"training-prefix-{_validation_round}")
     outputs = []
     for start in range(0, len(contexts), batch):
         chunk = contexts[start : start + batch]
         outputs += generate(patched, chunk, [[stand_in]] * len(chunk), cfg)
+    patched.prefix_cache.forget([stand_in])
     return outputs
+
+
+_validation_round = 0
 
 
 RECIPES = {"harmfulness": harmfulness, "bias": bias, "toxicity": toxicity}

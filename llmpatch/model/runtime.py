@@ -19,13 +19,27 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ..errors import IncompatibleModel
 from ..fingerprint import Fingerprint, short
 from ..patchfile import PatchFile
 
-PatchSet = Sequence[PatchFile]
+@dataclass(frozen=True)
+class RawPrefix:
+    """A prefix that is not a patch file (yet), e.g. one being trained; it composes like a
+    patch. `key` identifies it in the prefix cache, so give a new key whenever it changes."""
+
+    prefix: "np.ndarray"  # float32 [n_virtual_tokens, hidden]
+    key: str
+
+    @property
+    def sha256(self) -> str:
+        return self.key
+
+
+PatchSet = Sequence["PatchFile | RawPrefix"]
 
 
 def check_compatible(patch: PatchFile, fingerprint: Fingerprint, hidden_size: int, *, force: bool = False) -> None:
@@ -86,6 +100,9 @@ class PrefixCache:
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
         return layers
+
+    def forget(self, patch_set: PatchSet) -> None:
+        self._entries.pop(set_key(patch_set), None)
 
 
 def prefix_embeddings(patch_set: PatchSet, model) -> torch.Tensor:
@@ -168,7 +185,7 @@ class PatchedModel:
             return tok.eos_token_id
         return 0
 
-    def check(self, patch_set: PatchSet, *, force: bool = False) -> None:
+    def check(self, patch_set: Sequence[PatchFile], *, force: bool = False) -> None:
         for patch in patch_set:
             if self.fingerprint is None:
                 if patch.manifest.hidden_size != self.hidden_size:

@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from fake_hub import FakeHub
+from .fake_hub import FakeHub
 from llmpatch.keystore import KeyStore
 from llmpatch.patchfile import read_patch_bytes
 from llmpatch.signing import sign_patch
