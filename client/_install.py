@@ -185,24 +185,29 @@ class Installer:
             dependencies=release.dependencies, conflicts=release.conflicts,
         )
 
-    def _key(self, key_id: str, name: str, fetched: dict, online: bool) -> tuple[dict, frozenset[str]]:
-        """The publisher key with this id (cache first, then the registry) and revocations."""
+    def _key(self, key_id: str, name: str, fetched: dict, online: bool) -> tuple[dict, frozenset[str], bytes | None]:
+        """The publisher key with this id (cache first, then the registry), revocations, and the
+        PEM to cache once the patch it signed has passed every check (None: nothing to cache)."""
         revoked: frozenset[str] = frozenset()
+        new_pem = None
+        key = self.cache.get_key(key_id)
         if online:
             pems, revoked = fetched.get(name) or self.registry.keys(name)
             fetched[name] = (pems, revoked)
-            if self.cache.get_key(key_id) is None and key_id in pems:
-                key = public_key_from_pem(pems[key_id])
+            if key_id not in pems:  # a key cached for another name must not sign this one
+                raise VerificationError(f"key `{key_id[:16]}` is not registered for `{name}` in registry `{self.registry.name}`",
+                                        hint="the registry's signed metadata names a signer the registry does not list for this patch")
+            if key is None:
                 from ..signing import key_id as id_of
 
-                if id_of(key) == key_id:
-                    self.cache.put_key(pems[key_id])
-        key = self.cache.get_key(key_id)
+                candidate = public_key_from_pem(pems[key_id])
+                if id_of(candidate) == key_id:
+                    key, new_pem = candidate, pems[key_id]
         if key is None:
             where = f"registry `{self.registry.name}`" if online else "the cache"
             raise VerificationError(f"no public key `{key_id[:16]}` for `{name}` in {where}",
                                     hint="run once online so the publisher key is fetched")
-        return {key_id: key}, revoked
+        return {key_id: key}, revoked, new_pem
 
     def fetch_verified(self, release: Release) -> tuple[Verified, LockedPatch, int]:
         """The release's bytes, fully verified; nothing is cached unless every check passed."""
@@ -232,6 +237,11 @@ class Installer:
             key_id = (info.custom or {}).get("key_id", "")
             if not key_id:
                 raise VerificationError(f"signed metadata names no publisher key for `{release.name}@{release.version}`")
+            if (info.custom or {}).get("key_revoked"):
+                from ._verify import RevokedKey
+
+                raise RevokedKey(f"`{release.name}@{release.version}` is signed by key `{key_id[:16]}`, which was revoked for `{release.name}`",
+                                 hint="ask the publisher for a version signed by a current key")
             sig_sha, sig_size = sig_info.hashes["sha256"], sig_info.length
             data = self.cache.get(release.sha256)
             if data is None:
@@ -241,7 +251,7 @@ class Installer:
             if signature is None:
                 signature = client.download(sig_info)
                 downloads += 1
-        keys, revoked = self._key(key_id, release.name, self._keys_seen, online=bool(release.target) and not self.offline)
+        keys, revoked, new_pem = self._key(key_id, release.name, self._keys_seen, online=bool(release.target) and not self.offline)
         expected = self._expected(release, key_id, locked)
         if sig_size is not None and len(signature) != sig_size:
             raise VerificationError(f"signature of `{release.name}@{release.version}` has the wrong size")
@@ -249,6 +259,8 @@ class Installer:
         # verified: now, and only now, the bytes may enter the cache
         self.cache.put(data, release.sha256)
         self.cache.put(signature, verified.signature_sha256)
+        if new_pem is not None:
+            self.cache.put_key(new_pem)
         entry = LockedPatch(
             name=release.name, version=release.version, sha256=release.sha256, size=release.size,
             signature_sha256=verified.signature_sha256, key_id=verified.key_id, source=release.registry,

@@ -157,7 +157,9 @@ def add_key(session: Session, principal: Principal | None, name: str, pem: str, 
     return key_out(row)
 
 
-def revoke_key(session: Session, principal: Principal | None, name: str, kid: str, *, actor: str | None = None) -> schemas.KeyOut:
+def revoke_key(session: Session, principal: Principal | None, name: str, kid: str, *, actor: str | None = None,
+               tuf=None) -> schemas.KeyOut:
+    """Revoke a publisher key; with `tuf`, re-sign targets so the revocation is in signed metadata."""
     patch = get_patch(session, name, for_update=True)
     if principal is not None:
         require_owner(principal, patch, "admin")
@@ -169,5 +171,8 @@ def revoke_key(session: Session, principal: Principal | None, name: str, kid: st
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         audit(session, actor or principal.user, "key_revoke", patch.canonical_name, key_id=kid)
+        session.flush()
+        if tuf is not None:
+            tuf.targets_changed(session)
     session.flush()
     return key_out(row)

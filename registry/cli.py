@@ -241,10 +241,18 @@ def key_revoke(patch_name, key_id, data_dir, db_url, as_json):
     from .catalog import revoke_key
     from .errors import ApiError
 
-    db = _database(_settings(data_dir, db_url))
+    settings = _settings(data_dir, db_url)
+    db = _database(settings)
+    tuf = None
+    if all((settings.tuf_key_dir / f"{role}.pem").exists() for role in ("root", "targets", "snapshot", "timestamp")):
+        from .tuf_repo import TufRepository
+
+        tuf = TufRepository(settings.tuf_key_dir)
+        tuf.initialize(db)  # checks the keys are the ones root.json names; if not, it cannot sign
+        tuf = tuf if tuf.signers else None
     try:
         with db.writer() as session:
-            out = revoke_key(session, None, patch_name, key_id, actor="cli")
+            out = revoke_key(session, None, patch_name, key_id, actor="cli", tuf=tuf)
     except ApiError as exc:
         _fail(exc)
     if as_json:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 
 from llmpatch.errors import InvalidManifest
 from llmpatch.manifest import canonical_name
 
+log = logging.getLogger(__name__)
 _PATH = re.compile(r"/api/v1/patches/([^/]+)\Z")
 _SQL = {  # by DB-API paramstyle: sqlite3 uses `?`, psycopg `%s`
     "qmark": "SELECT index_json FROM patches WHERE canonical_name = ?",
@@ -77,7 +79,12 @@ class IndexFastPath:
 
     async def _serve(self, scope, name, send):
         # Blocks the event loop for one indexed lookup: cheaper than a thread hop per request.
-        status, body, headers = index_lookup(self.db, name, self.cache)
+        try:
+            status, body, headers = index_lookup(self.db, name, self.cache)
+        except Exception:  # e.g. the database went away: a JSON 500 like every other route, connection kept
+            log.exception("unhandled error")
+            status, headers = 500, {"content-type": "application/json"}
+            body = json.dumps({"error": {"code": "internal_error", "message": "internal server error"}}).encode()
         if status == 200:
             for key, value in scope["headers"]:
                 if key == b"if-none-match" and headers["etag"].encode() in value:

@@ -138,9 +138,9 @@ def register_key(name: str, body: schemas.KeyIn, principal: PrincipalDep, db: Db
 
 
 @router.post("/patches/{name}/keys/{key_id}/revoke", response_model=schemas.KeyOut, responses=ERRORS)
-def revoke_publisher_key(name: str, key_id: str, principal: PrincipalDep, db: DbDep):
+def revoke_publisher_key(name: str, key_id: str, principal: PrincipalDep, db: DbDep, tuf: TufDep):
     with db.writer() as session:
-        return revoke_key(session, principal, name, key_id)
+        return revoke_key(session, principal, name, key_id, tuf=tuf)
 
 
 @router.get("/patches/{name}/audit", response_model=schemas.AuditOut, responses=ERRORS)

@@ -27,7 +27,7 @@ from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, TargetFile, Tar
 from tuf.api.serialization.json import JSONSerializer
 
 from .errors import ApiError
-from .models import Patch, RepoState, TufMetadata, Version
+from .models import Patch, PublisherKey, RepoState, TufMetadata, Version
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +150,15 @@ class TufRepository:
         rows = session.execute(
             select(Version, Patch.canonical_name).join(Patch, Version.patch_id == Patch.id).order_by(Version.id)
         ).all()
+        # revocations are signed too: the keys endpoint is not, and a mirror could hide them there
+        revoked = set(session.execute(
+            select(PublisherKey.patch_id, PublisherKey.key_id).where(PublisherKey.revoked_at.is_not(None))
+        ).all())
         for version, canonical in rows:
             custom = {
                 "name": canonical, "version": version.version, "yanked": version.yanked,
                 "yank_reason": version.yank_reason, "key_id": version.key_id,
+                "key_revoked": (version.patch_id, version.key_id) in revoked,
                 "base_model": {"architecture": version.base_architecture, "weights": version.base_weights},
             }
             path = patch_target_path(canonical, version.version)

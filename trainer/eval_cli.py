@@ -121,7 +121,7 @@ def eval_cmd(model, patch_files, domains, system_prompt, reference_jsonl, limit,
     judges = [KeywordJudge()] if judge == "keyword" else None  # None: the classifier, then keywords
 
     started = time.perf_counter()
-    report = evaluate(variants, patched, cfg, judges=judges, on_domain=lambda d, s: note(f"Evaluated `{d}` in {s:.0f}s"))
+    report = evaluate(variants, patched, cfg, judges=judges, log=note)
     report = {
         "model": loaded.location.display_name,
         "fingerprint": loaded.fingerprint.to_dict(),

@@ -508,10 +508,12 @@ def evaluate(
     cfg: EvalConfig,
     scorers: Sequence[Scorer] | None = None,
     judges: Sequence[Judge] | None = None,
-    on_domain: Callable[[str, float], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Run every domain's variants; `variants` maps a domain to the variants to compare there
-    (the system prompt may differ per domain). Returns the JSON-ready report."""
+    (the system prompt may differ per domain). `log` gets a line per finished variant and
+    domain (progress bars hide themselves when stderr is not a terminal). Returns the
+    JSON-ready report."""
     from .scorers import KeywordJudge, default_scorers, load_or_train_judge
 
     unknown = sorted(set(variants) - set(HEADLINES))
@@ -541,6 +543,8 @@ def evaluate(
             else:
                 result = eval_harmfulness(variant, fluency, cfg, judges)
             results[variant.name] = {"info": variant.info, **result, "seconds": round(time.perf_counter() - variant_started, 1)}
+            if log:
+                log(f"Evaluated `{variant.name}` on `{domain}` in {results[variant.name]['seconds']:.0f}s")
         seconds = time.perf_counter() - started
         report["domains"][domain] = {
             "headline": headline,
@@ -549,6 +553,6 @@ def evaluate(
             "order": list(results),  # JSON output sorts keys; this keeps the columns' order
             "variants": results,
         }
-        if on_domain:
-            on_domain(domain, seconds)
+        if log:
+            log(f"Evaluated `{domain}` in {seconds:.0f}s")
     return report

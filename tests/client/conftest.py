@@ -5,8 +5,6 @@ run in-process with its exit code, stdout and stderr."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from llmpatch.fingerprint import Fingerprint, fingerprint_folder
 from llmpatch.manifest import BaseModelRef, Manifest
 from llmpatch.patchfile import encode_patch, read_patch_bytes
 from llmpatch.signing import public_key_to_pem, sign_patch
+from live_server import LiveServer  # noqa: F401  (re-exported for the test modules)
 
 HIDDEN = 32  # tests/tiny_models.py
 
@@ -41,25 +40,6 @@ def fingerprints(model_dirs) -> dict[str, Fingerprint]:
     return {k: fingerprint_folder(v) for k, v in model_dirs.items()}
 
 
-class LiveServer:
-    def __init__(self, app):
-        import uvicorn
-
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @dataclass

@@ -7,21 +7,19 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import create_engine, func, select, text
 
 from llmpatch.registry import Settings, create_app
 from llmpatch.registry.auth import create_token, create_user
 from llmpatch.registry.db import upgrade
 from llmpatch.registry.models import Base, User
+from live_server import LiveServer  # noqa: F401  (re-exported for the test modules)
 
 PG_ADMIN_URL = os.environ.get("LLMPATCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -74,24 +72,6 @@ def db_url(request, tmp_path):
     return _prepare(request.param, request, tmp_path / "registry")
 
 
-class LiveServer:
-    def __init__(self, app):
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @dataclass

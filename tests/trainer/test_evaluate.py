@@ -225,6 +225,7 @@ def test_eval_table_shows_relative_change(tiny_folder, capsys):
     assert lines[0].startswith("toxicity  (")
     assert lines[1].split() == ["metric", "base", "system-prompt"]
     assert any(line.startswith("expected_max_toxicity *") for line in lines)
+    assert "Evaluated `base` on `toxicity` in" in captured.err
     assert "Evaluated `toxicity` in" in captured.err
 
 

@@ -57,7 +57,7 @@ def test_runs_are_reproducible():
 
 def test_resume_continues_the_same_run(tmp_path):
     full = train(patched_tiny(), config(), datasets=toy_data(patched_tiny()), checkpoint_dir=tmp_path / "full")
-    partial = train(patched_tiny(), config(sft_steps=8, dpo_steps=0), datasets=toy_data(patched_tiny()), checkpoint_dir=tmp_path / "part")
+    train(patched_tiny(), config(sft_steps=8, dpo_steps=0), datasets=toy_data(patched_tiny()), checkpoint_dir=tmp_path / "part")
     assert json.loads((tmp_path / "part" / "state.json").read_text())["step"] == 8
     # a resumed run must carry the same config: the digest guards against mixing runs
     with pytest.raises(TrainingError, match="another configuration"):

@@ -10,7 +10,7 @@ import pytest
 from safetensors.numpy import load as safetensors_load
 
 from llmpatch.errors import InvalidManifest, InvalidPatchFile
-from llmpatch.patchfile import MAX_FILE_BYTES, MAX_HEADER_BYTES, encode_patch, read_patch, read_patch_bytes, write_patch
+from llmpatch.patchfile import MAX_HEADER_BYTES, encode_patch, read_patch, read_patch_bytes, write_patch
 from patches import make_manifest, make_patch_bytes
 
 
