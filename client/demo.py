@@ -11,6 +11,9 @@ prints the `patch` command it runs. Needs the `registry`, `client` and `runtime`
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
 import os
 import shutil
 import sys
@@ -36,14 +39,33 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _patch(*args) -> int:
+def _patch(*args, capture: list | None = None) -> int:
+    """Run one `patch` command in-process; with `capture`, its stdout goes there instead."""
     from llmpatch.cli import run
 
     _say("\n$ patch " + " ".join(str(a) if " " not in str(a) else repr(str(a)) for a in args))
-    code = run([str(a) for a in args], "patch")
+    if capture is None:
+        code = run([str(a) for a in args], "patch")
+    else:
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            code = run([str(a) for a in args], "patch")
+        capture.append(buffer.getvalue())
     if code != 0:
         raise SystemExit(f"`patch {args[0]}` failed with exit code {code}")
     return code
+
+
+def _show_scores(prompt: str, result: dict) -> None:
+    """Before/after with safety scores: refusal (keyword judge) and toxicity (profanity-check)."""
+    from llmpatch.trainer.scorers import KeywordJudge, ProfanityScorer
+
+    texts = {"without patches": result["unpatched"], f"with {', '.join(result['patches'])}": result["patched"]}
+    refusal = KeywordJudge().refusal_prob(list(texts.values()))
+    toxicity = ProfanityScorer().score(list(texts.values()))
+    print(f"\n> {prompt}")
+    for (label, text), refused, toxic in zip(texts.items(), refusal, toxicity):
+        print(f"\n--- {label}   [refusal: {'yes' if refused >= 0.5 else 'no'}, toxicity: {toxic:.2f}]\n{text}")
 
 
 def _serve(data_dir: Path):
@@ -135,7 +157,9 @@ def main(argv=None) -> int:
     _patch("list", "--project", project)
     _patch("why", "toxicity", "--project", project)
     _patch("verify", "--project", project)
-    _patch("run", args.prompt, "--project", project, "--compare", "--max-new-tokens", args.max_new_tokens)
+    _patch("run", args.prompt, "--project", project, "--compare", "--max-new-tokens", args.max_new_tokens, "--json",
+           capture=(answers := []))
+    _show_scores(args.prompt, json.loads("".join(answers)))
     server.should_exit = True
     _say(f"\nDone in {time.monotonic() - started:.0f} s. Project files: `{project / 'patches.toml'}`, `{project / 'patches.lock'}`")
     return 0

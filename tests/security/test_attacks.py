@@ -8,6 +8,7 @@ the way use `Forger`, an attacker holding the registry's stolen online keys, so 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tomllib
 
@@ -105,36 +106,32 @@ def test_02b_tampered_bytes_without_stolen_keys_fail_at_the_tuf_layer(baseline, 
 
 @pytest.mark.parametrize("field", ["version", "fingerprint"])
 def test_03_tampered_manifest_with_the_original_signature(baseline, patch, model_dir, forger, fingerprints, field):
+    """toxicity 1.1.0 was built for the other model. The attacker edits its manifest (to claim
+    version 1.1.1, or our model's fingerprint) and serves it with the genuine signature."""
     from llmpatch.manifest import Manifest
     from llmpatch.patchfile import encode_patch
 
     registry = baseline
-    registry.publish("toxicity", "1.1.0", seed=1, model="other")  # built for the other model
-    original = read_patch_bytes(registry.make("toxicity", "1.1.0", seed=1, model="other"))
+    genuine = registry.make("toxicity", "1.1.0", seed=1, model="other")
+    registry.publish("toxicity", "1.1.0", seed=1, model="other")
+    registry.publish("toxicity", "1.1.1", seed=2)  # a real 1.1.1 for our model
+    original = read_patch_bytes(genuine)
     m = original.manifest.to_dict()
+    fp = fingerprints["main"]
     if field == "version":
-        m["version"] = "1.1.1"
-        target = "toxicity/toxicity-1.1.1.safetensors"
-        registry.publish("toxicity", "1.1.1", seed=2)  # exists, for the main model
+        m["version"], version, custom = "1.1.1", "1.1.1", {}
     else:
-        fp = fingerprints["main"]  # make the other model's patch claim to fit ours
         m["base_model"] = {"architecture": fp.architecture, "weights": fp.weights, "name": "tiny-main"}
-        target = "toxicity/toxicity-1.1.0.safetensors"
+        version, custom = "1.1.0", {"base_model": {"architecture": fp.architecture, "weights": fp.weights}}
     tampered = encode_patch(Manifest.from_dict(m), original.prefix)
+    target = f"toxicity/toxicity-{version}.safetensors"
     snapshot = before(registry, patch)
-    if field == "version":
-        # served as 1.1.1 with 1.1.0's genuine signature (the signature names 1.1.0)
-        forger.substitute(target, tampered)
-        forger.substitute(target + ".sig", signed(registry.make("toxicity", "1.1.0", seed=1, model="other"), registry.key))
-        result = install(patch, model_dir, "toxicity@=1.1.1")
-        assert result.code == 4
-        assert "error: file content does not match the signature: signed sha256 " in result.err
-    else:
-        fp = fingerprints["main"]
-        forger.substitute(target, tampered, base_model={"architecture": fp.architecture, "weights": fp.weights})
-        result = install(patch, model_dir, "toxicity@=1.1.0")
-        assert result.code == 4
-        assert "error: file content does not match the signature: signed sha256 " in result.err
+    forger.substitute(target, tampered, **custom)
+    forger.substitute(target + ".sig", signed(genuine, registry.key))
+    result = install(patch, model_dir, f"toxicity@={version}")
+    assert result.code == 4
+    assert (f"error: file content does not match the signature: signed sha256 {hashlib.sha256(genuine).hexdigest()[:16]}… "
+            f"({len(genuine)} bytes), file is {hashlib.sha256(tampered).hexdigest()[:16]}…") in result.err
     unchanged(registry, patch, snapshot)
 
 

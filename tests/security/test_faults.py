@@ -68,7 +68,7 @@ def test_registry_killed_with_sigkill_during_publishes(tmp_path):
 
     proc, url = _serve(data_dir)
     assert httpx.post(f"{url}/api/v1/patches", files=files("0.0.1", claim=True), headers=auth, timeout=30).status_code == 201
-    acknowledged, attempted, rng = {"0.0.1"}, [], random.Random(6)
+    acknowledged, attempted, rng, committed = {"0.0.1"}, [], random.Random(6), 0
     started = time.monotonic()
     try:
         for round_ in range(KILLS):
@@ -102,7 +102,10 @@ def test_registry_killed_with_sigkill_during_publishes(tmp_path):
             again = httpx.post(f"{url}/api/v1/patches", files=files(in_flight), headers=auth, timeout=30)
             assert again.status_code in (200, 201), again.text
             assert (again.status_code == 200) == (in_flight in visible)
+            committed += again.status_code == 200
             acknowledged.add(in_flight)
+        print(f"registry SIGKILL: {KILLS} kills, {len(attempted)} publishes attempted, {len(acknowledged)} versions now, "
+              f"in-flight version committed before the kill {committed}x, lost (re-published) {KILLS - committed}x")
         assert time.monotonic() - started < 150
         assert set(_consistent(url, data_dir)) == acknowledged
     finally:
@@ -143,6 +146,7 @@ def test_client_killed_with_sigkill_during_install(registry, patch, model_dir):
             outcomes["new"] += 1
         verified = patch("verify", "--offline")
         assert verified.code == 0, verified.out + verified.err
+    print(f"client SIGKILL: {outcomes}")
     assert sum(outcomes.values()) == KILLS
 
 
