@@ -127,6 +127,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-composition", action="store_true")
     parser.add_argument("--limit", type=int, default=64, help="Prompts per evaluation set.")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--sft-steps", type=int, help="Override every example's SFT steps (quick runs).")
+    parser.add_argument("--dpo-steps", type=int, help="Override every example's DPO steps.")
+    parser.add_argument("--max-prompts", type=int, help="Override every example's training prompts per domain.")
     parser.add_argument("--out", type=Path, default=EXAMPLES_DIR)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads or torch.get_num_threads())
@@ -138,7 +141,8 @@ def main(argv=None) -> int:
     loaded = load_model("smollm2")
     patched = PatchedModel(loaded.model, loaded.tokenizer, loaded.fingerprint)
     for name in args.only or EXAMPLES:
-        spec = EXAMPLES[name]
+        overrides = {"sft_steps": args.sft_steps, "dpo_steps": args.dpo_steps, "max_prompts": args.max_prompts}
+        spec = EXAMPLES[name] | {k: v for k, v in overrides.items() if v is not None}
         lora = None
         if args.retrain or not (args.out / f"{name}.safetensors").exists():
             lora = train_example(name, spec, loaded, patched, not args.no_lora, args.out)

@@ -115,35 +115,38 @@ def test_registry_killed_with_sigkill_during_publishes(tmp_path):
 
 
 def test_client_killed_with_sigkill_during_install(registry, patch, model_dir):
-    """`patch install` as a subprocess, killed at random moments: the lockfile is always the
-    old one or the complete new one, and every patch it names is in the cache and verifies."""
-    registry.publish("toxicity", "1.0.0")
-    registry.publish("toxicity", "1.1.0", seed=1)
-    registry.publish("harmfulness", "1.0.0", seed=2)
+    """`patch install` as a subprocess, killed at random moments (mostly late, where it
+    downloads, verifies, caches and writes): the lockfile is always the old one or the complete
+    new one, and every patch it names is in the cache and verifies."""
+    from llmpatch.client._cache import Cache
+
+    for minor in range(KILLS + 2):
+        registry.publish("toxicity", f"1.{minor}.0", seed=minor)
+    registry.publish("harmfulness", "1.0.0", seed=99)
     assert patch("install", "toxicity@=1.0.0", "harmfulness", "--model", model_dir, "--project", ".").code == 0
     project = patch.project
     rng = random.Random(7)
     t0 = time.monotonic()
     done = subprocess.run([PATCH, "install", "toxicity@=1.1.0", "--project", "."], cwd=project, capture_output=True, text=True)
-    full = time.monotonic() - t0  # one complete install: the kills land anywhere in it
+    full = time.monotonic() - t0  # one complete install
     assert done.returncode == 0, done.stderr
-    outcomes = {"old": 0, "new": 0}
+    blobs = lambda: {p.name for p in (Cache().root / "blobs").rglob("*") if p.is_file()}  # noqa: E731
+    outcomes = {"old lock": 0, "old lock, new blobs cached": 0, "new lock": 0}
     for round_ in range(KILLS):
-        want = "1.0.0" if round_ % 2 == 0 else "1.1.0"
-        lock_before = (project / "patches.lock").read_bytes()
+        want = f"1.{round_ + 2}.0"  # never installed before: it has to be downloaded and cached
+        lock_before, cached_before = (project / "patches.lock").read_bytes(), blobs()
         proc = subprocess.Popen([PATCH, "install", f"toxicity@={want}", "--project", "."], cwd=project,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.2, full))
+        time.sleep(rng.uniform(0.6 * full, 1.1 * full))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         lock_after = (project / "patches.lock").read_bytes()
-        lock = tomllib.loads(lock_after.decode())
-        versions = {p["name"]: p["version"] for p in lock["patch"]}
+        versions = {p["name"]: p["version"] for p in tomllib.loads(lock_after.decode())["patch"]}
         if lock_after == lock_before:
-            outcomes["old"] += 1
+            outcomes["old lock" if blobs() == cached_before else "old lock, new blobs cached"] += 1
         else:
             assert versions == {"toxicity": want, "harmfulness": "1.0.0"}
-            outcomes["new"] += 1
+            outcomes["new lock"] += 1
         verified = patch("verify", "--offline")
         assert verified.code == 0, verified.out + verified.err
     print(f"client SIGKILL: {outcomes}")
