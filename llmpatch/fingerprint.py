@@ -122,19 +122,29 @@ class WeightsHasher:
         return "sha256:" + self._hash.hexdigest()
 
 
-def float32_chunks(raw_chunks: Iterable[bytes], dtype: str) -> Iterator[bytes]:
-    """Canonical little-endian float32 bytes of a stored tensor, chunk by chunk."""
+def float32_chunks(raw_chunks: Iterable[bytes], dtype: str) -> Iterator[bytes | memoryview]:
+    """Canonical little-endian float32 bytes of a stored tensor, chunk by chunk. Each chunk
+    is hashed before the next is made, so BF16 reuses one buffer."""
     if dtype == "F32":
         yield from raw_chunks
         return
-    source = {"F16": "<f2", "BF16": "<u2", "F64": "<f8"}.get(dtype)
+    if dtype == "BF16":
+        # A BF16 value is the upper half of a float32: write the halves into the odd u16
+        # slots of a zeroed buffer (little-endian), no temporary copies.
+        buffer = np.zeros(0, dtype="<u2")
+        for chunk in raw_chunks:
+            halves = np.frombuffer(chunk, dtype="<u2")
+            if buffer.size < 2 * halves.size:
+                buffer = np.zeros(2 * halves.size, dtype="<u2")
+            out = buffer[: 2 * halves.size]
+            out[1::2] = halves
+            yield memoryview(out).cast("B")
+        return
+    source = {"F16": "<f2", "F64": "<f8"}.get(dtype)
     if source is None:
         raise ModelLoadError(f"cannot fingerprint tensors of dtype {dtype}")
     for chunk in raw_chunks:
-        part = np.frombuffer(chunk, dtype=source)
-        if dtype == "BF16":
-            part = (part.astype(np.uint32) << 16).view("<f4")
-        yield part.astype("<f4", copy=False).tobytes()
+        yield np.frombuffer(chunk, dtype=source).astype("<f4").tobytes()
 
 
 def _file_chunks(handle, start: int, end: int) -> Iterator[bytes]:
