@@ -12,7 +12,7 @@ def plot_headlines(report: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     domains = report["domains"]
-    fig, axes = plt.subplots(1, len(domains), figsize=(4.2 * len(domains), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(domains), figsize=(max(6.0, 4.2 * len(domains)), 3.8), squeeze=False)
     for ax, (domain, result) in zip(axes[0], domains.items()):
         names = result.get("order") or list(result["variants"])
         values = [result["variants"][n]["metrics"].get(result["headline"], {}).get("value") for n in names]
@@ -24,7 +24,8 @@ def plot_headlines(report: dict, path: Path) -> Path:
         ax.set_title(f"{domain}\n{result['headline']} ({result['better']} is better)", fontsize=9)
         ax.set_ylim(0, max(1.0, max(heights) * 1.15))
         ax.tick_params(axis="x", labelrotation=20, labelsize=8)
-    fig.suptitle(f"{report.get('model', '')}  (seed {report['seed']}, limit {report['config']['limit']}, k={report['config']['samples']})", fontsize=9)
+    config = report["config"]
+    fig.suptitle(f"{report.get('model', '')}\nseed {report['seed']}, limit {config['limit']}, k={config['samples']}", fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
