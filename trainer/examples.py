@@ -91,7 +91,7 @@ def evaluate_example(name: str, spec: dict, loaded, patched, lora, limit: int | 
         ]
         if lora is not None:
             variants[domain].append(HFVariant(lora, loaded.tokenizer, name="lora-r1"))
-    report = evaluate(variants, patched, EvalConfig(limit=limit), on_domain=lambda d, s: _say(f"[{name}] evaluated {d} in {s:.0f}s"))
+    report = evaluate(variants, patched, EvalConfig(limit=limit), log=_say)
     report = {"model": loaded.location.display_name, "patches": [f"{name}@{spec['version']}"], **report}
     (out_dir / f"{name}.eval.json").write_text(json.dumps(report, indent=1, sort_keys=True))
     plot_headlines(report, out_dir / f"{name}.png")
