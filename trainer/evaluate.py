@@ -463,7 +463,7 @@ def harm_sets(cfg: EvalConfig) -> dict[str, list[str]]:
     """Refusal sets (want refusals) and XSTest's safe prompts (want answers), eval splits only."""
     safe = [x.prompt for x in data.xstest() if x.safe and data.split_of(x.prompt) == "eval"]
     return {
-        "harmbench": limited(data.harmbench(), cfg.limit),  # never trained on: all of it is evaluation
+        "harmbench": limited(data.by_split(data.harmbench(), "eval"), cfg.limit),
         "advbench": limited(data.by_split(data.advbench(), "eval"), cfg.limit),
         "xstest_safe": limited(safe, cfg.limit),
     }

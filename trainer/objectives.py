@@ -27,8 +27,6 @@ class Example:
       with `blocked` token ids, also -log(1 - mass on blocked tokens) at every position.
       The soft targets alone spread the signal over all positions, most of which had no
       blocked mass to remove; the penalty acts where the model wanted a blocked word.
-    - "unlikelihood": push down the target tokens flagged in `unlikely` (-log(1 - p)),
-      cross-entropy on the rest (stay close to the model's own text around them).
     """
 
     context: list[int]
@@ -36,7 +34,6 @@ class Example:
     kind: str = "sft"
     soft_ids: torch.Tensor | None = None  # [T, K] long
     soft_probs: torch.Tensor | None = None  # [T, K] float, rows sum to 1
-    unlikely: list[bool] | None = None  # [T]
     blocked: torch.Tensor | None = None  # token ids the reference never emits
     group: str = ""  # e.g. "harmful" / "benign", for balanced batches
 
@@ -103,12 +100,6 @@ def example_loss(logprobs: torch.Tensor, example: Example) -> torch.Tensor:
             mass = logprobs[:, example.blocked].exp().sum(dim=1).clamp(max=1 - 1e-6)  # [T]
             loss = loss + BLOCKED_WEIGHT * -torch.log1p(-mass).mean()
         return loss
-    if example.kind == "unlikelihood":
-        token_lp = logprobs.gather(1, target[:, None]).squeeze(1)  # [T]
-        flagged = torch.tensor(example.unlikely, device=logprobs.device)
-        push_down = -torch.log1p(-token_lp.exp().clamp(max=1 - 1e-6))
-        keep = -token_lp
-        return torch.where(flagged, push_down * 4.0, keep).mean()  # flagged tokens are rare: weigh them up
     raise ValueError(f"unknown example kind {example.kind!r}")
 
 

@@ -1,7 +1,7 @@
 """Training data per domain: what the patch learns from, and how a run is validated.
 
 Each recipe turns a domain's train prompts and a reference into
-- SFT-stage examples (`Example`: sft / distill / unlikelihood),
+- SFT-stage examples (`Example`: sft / distill),
 - DPO pairs (`Pair`: safe chosen over unsafe rejected, filtered by a scorer margin and an
   absolute safety threshold),
 - a cheap validation score (higher is better) for choosing the checkpoint.
@@ -12,8 +12,8 @@ Embedded defaults run offline on this machine:
   patch does not learn to refuse everything).
 - bias: the base model constrained never to emit gendered words; the patch distils that
   reference's whole next-token distribution at every position.
-- toxicity: the base model's own samples scored by profanity-check; offending words are
-  pushed down in place (unlikelihood), clean samples kept (fluency).
+- toxicity: the base model constrained never to emit profane tokens, distilled at every
+  position of the model's own (unconstrained) samples, with the profane mass pushed down.
 Other references: a JSONL file of prompt/response pairs, another causal LM (any tokenizer:
 its text is learnt), or best-of-N samples of the base model under the domain's scorer.
 """
@@ -47,7 +47,7 @@ class RecipeConfig:
     max_train_prompts: int = 400  # per domain; more prompts cost generation time up front
     response_tokens: int = 48  # chat answers (harmfulness)
     continuation_tokens: int = 24  # raw continuations (toxicity, bias)
-    samples_per_prompt: int = 4  # best-of-N and unlikelihood mining
+    samples_per_prompt: int = 4  # best-of-N pairs and toxicity's own samples
     dpo_margin: float = 0.3  # minimum scorer gap between rejected and chosen
     dpo_threshold: float = 0.2  # chosen must score at most this unsafe
     val_prompts: int = 24
@@ -100,7 +100,9 @@ def refusal_pool() -> dict[str, list[str]]:
 def harmfulness(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> TrainingData:
     tok, rng = patched.tokenizer, random.Random(cfg.seed)
     unsafe_xstest = [x.prompt for x in data.xstest() if not x.safe]
-    harmful = data.by_split(list(data.advbench()), "train") + data.by_split(unsafe_xstest, "train")
+    # HarmBench's behaviours are phrased unlike AdvBench's ("Write a persuasive article...",
+    # "Give detailed instructions..."): a patch trained without them refused only 75 % of them.
+    harmful = [p for source in (data.advbench(), data.harmbench(), unsafe_xstest) for p in data.by_split(list(source), "train")]
     benign = data.by_split([x.prompt for x in data.xstest() if x.safe], "train")
     rng.shuffle(harmful)
     harmful = harmful[: cfg.max_train_prompts]
@@ -130,7 +132,8 @@ def harmfulness(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> Trai
         examples.append(Example(context, answer.token_ids, "sft", group="benign"))
         pairs.append(Pair(context, answer.token_ids, _target(tok, rng.choice(generic), eos=True), group="benign"))
 
-    val_harmful = data.by_split(list(data.advbench()), "val")[: cfg.val_prompts]
+    val_harmful = [p for pair in zip(data.by_split(list(data.advbench()), "val"), data.by_split(list(data.harmbench()), "val"))
+                   for p in pair][: cfg.val_prompts]
     val_safe = data.by_split([x.prompt for x in data.xstest() if x.safe], "val")[: cfg.val_prompts]
     val_contexts = [_encode(tok, p, True) for p in val_harmful + val_safe]
 
@@ -151,7 +154,7 @@ def harmfulness(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> Trai
 
 def bias(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> TrainingData:
     tok = patched.tokenizer
-    blocked = torch.tensor(domain_blocklist("bias", tok))
+    blocked = torch.tensor(domain_blocklist("bias", tok), dtype=torch.long)
     prompts = data.bias_prompts("train")[: cfg.max_train_prompts]
     contexts = [_encode(tok, p, False) for p in prompts]
     sample = SamplingConfig(max_new_tokens=cfg.continuation_tokens, do_sample=True, top_p=0.9, seed=cfg.seed)
@@ -160,11 +163,7 @@ def bias(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> TrainingDat
     repeated = [c for c in contexts for _ in range(2)]
     reference = _generate_texts(patched, repeated, constrained, cfg.batch_size, progress)
     rows = [(c, o.token_ids) for c, o in zip(repeated, reference) if o.token_ids]
-    examples = []
-    for start in range(0, len(rows), 8):
-        chunk = rows[start : start + 8]
-        for (context, target), (ids, probs) in zip(chunk, soft_targets(patched.model, chunk, blocked)):
-            examples.append(Example(context, target, "distill", soft_ids=ids, soft_probs=probs, blocked=blocked))
+    examples = _distill_rows(patched.model, rows, blocked)
     # DPO: among the base model's own samples, one without gendered words over one with
     free = _generate_texts(patched, [c for c in contexts for _ in range(cfg.samples_per_prompt)], sample, cfg.batch_size, progress)
     pairs = []
@@ -219,52 +218,57 @@ _CORE_PROFANITY = ("fuck", "shit", "bitch", "cunt", "dick", "pussy", "whore", "s
                    "retard", "damn", "crap", "piss", "cock", "idiot", "stupid", "moron", "dumb")
 
 
+def _distill_rows(model, rows: list[tuple[list[int], list[int]]], blocked: torch.Tensor, group: str = "") -> list[Example]:
+    """Distillation examples toward the blocklist-constrained reference along `rows`."""
+    examples = []
+    for start in range(0, len(rows), 8):
+        chunk = rows[start : start + 8]
+        for (context, target), (ids, probs) in zip(chunk, soft_targets(model, chunk, blocked)):
+            examples.append(Example(context, target, "distill", soft_ids=ids, soft_probs=probs, blocked=blocked, group=group))
+    return examples
+
+
 def toxicity(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> TrainingData:
+    """Dense, per-position training on the model's own samples (sequence-level SFT on
+    cleaner samples moved nothing in trials): at every position of every sample, distil the
+    reference that cannot emit profane tokens (the base distribution with them removed and
+    renormalised) and push the mass on profane tokens down. The samples are unconstrained on
+    purpose: they contain the very positions where the model reaches for a profane word."""
     tok = patched.tokenizer
     scorer = ProfanityScorer()
     words = data.profanity_words() | frozenset(_CORE_PROFANITY)
+    blocked = torch.tensor(domain_blocklist("toxicity", tok), dtype=torch.long)
     prompts = data.by_split(list(data.realtoxicityprompts()), "train")[: cfg.max_train_prompts]
     contexts = [_encode(tok, p, False) for p in prompts]
     n = cfg.samples_per_prompt
     sample = SamplingConfig(max_new_tokens=cfg.continuation_tokens, do_sample=True, top_p=0.9, seed=cfg.seed)
     outputs = _generate_texts(patched, [c for c in contexts for _ in range(n)], sample, cfg.batch_size, progress)
     scores = scorer.score([o.text for o in outputs])
-    examples, pairs = [], []
+    blocked_set, toxic_rows, clean_rows, pairs = set(blocked.tolist()), [], [], []
     for i, context in enumerate(contexts):
-        group = list(zip(outputs[i * n : (i + 1) * n], scores[i * n : (i + 1) * n]))
-        group = [(o, s) for o, s in group if o.token_ids]
-        if not group:
-            continue
+        group = [(o, s) for o, s in zip(outputs[i * n : (i + 1) * n], scores[i * n : (i + 1) * n]) if o.token_ids]
         for output, score in group:
-            flags = _profane_token_flags(tok, output.token_ids, words)
-            if any(flags):
-                examples.append(Example(context, output.token_ids, "unlikelihood", unlikely=flags, group="toxic"))
-            elif score < cfg.dpo_threshold:
-                examples.append(Example(context, output.token_ids, "sft", group="clean"))
-        best, worst = min(group, key=lambda g: g[1]), max(group, key=lambda g: g[1])
-        if worst[1] - best[1] >= cfg.dpo_margin and best[1] <= cfg.dpo_threshold:
-            pairs.append(Pair(context, best[0].token_ids, worst[0].token_ids, group="toxicity"))
-    toxic = [e for e in examples if e.kind == "unlikelihood"]
-    clean = [e for e in examples if e.kind == "sft"][: 2 * len(toxic) + 8]  # keep the mix balanced
-    examples = toxic + clean
+            profane = not blocked_set.isdisjoint(output.token_ids) or any(_profane_token_flags(tok, output.token_ids, words))
+            (toxic_rows if profane or score >= 0.5 else clean_rows).append((context, output.token_ids))
+        if group:
+            best, worst = min(group, key=lambda g: g[1]), max(group, key=lambda g: g[1])
+            if worst[1] - best[1] >= cfg.dpo_margin and best[1] <= cfg.dpo_threshold:
+                pairs.append(Pair(context, best[0].token_ids, worst[0].token_ids, group="toxicity"))
+    clean_rows = clean_rows[: 2 * len(toxic_rows) + 8]  # keep the mix balanced
+    examples = _distill_rows(patched.model, toxic_rows, blocked, "toxic") + _distill_rows(patched.model, clean_rows, blocked, "clean")
 
     val_prompts = data.by_split(list(data.realtoxicityprompts()), "val")[: cfg.val_prompts]
     val_contexts = [_encode(tok, p, False) for p in val_prompts]
     val_out = _generate_texts(patched, [c for c in val_contexts for _ in range(n)], sample, cfg.batch_size)
-    val_examples = []
-    for i, output in enumerate(val_out):
-        if output.token_ids:
-            flags = _profane_token_flags(tok, output.token_ids, words)
-            val_examples.append(Example(val_contexts[i // n], output.token_ids, "unlikelihood" if any(flags) else "sft", unlikely=flags))
+    val_rows = [(val_contexts[i // n], o.token_ids) for i, o in enumerate(val_out) if o.token_ids]
 
-    @torch.no_grad()
     def validate(prefix: torch.Tensor) -> dict:
-        losses = [float(batch_loss(patched.model, prefix, val_examples[s : s + 8])) for s in range(0, len(val_examples), 8)]
-        loss = sum(losses) / max(1, len(losses))
-        return {"score": -loss, "val_loss": loss}
+        mass = blocked_mass(patched.model, prefix, val_rows, blocked)
+        return {"score": -mass, "profane_mass": mass}
 
-    summary = {"prompts": len(prompts), "toxic_examples": len(toxic), "clean_examples": len(clean), "pairs": len(pairs),
-               "reference": f"base best-of-{n} under {scorer.name} + unlikelihood on profane words"}
+    summary = {"prompts": len(prompts), "toxic_examples": len(toxic_rows), "clean_examples": len(clean_rows), "pairs": len(pairs),
+               "blocked_tokens": int(blocked.numel()),
+               "reference": f"base-constrained(no profane tokens) along its own samples; best-of-{n} pairs under {scorer.name}"}
     return TrainingData("toxicity", False, examples, pairs, validate, summary)
 
 

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .kv_buffers import reserve
 from .runtime import PatchedModel, PatchSet, build_prefill
 
 
@@ -103,6 +104,7 @@ def generate(
         logits_to_keep=1,
     )
     cache, mask, positions = out.past_key_values, pre.attention_mask, pre.next_positions
+    reserve(cache, cfg.max_new_tokens)  # appends write in place instead of copying the cache
     history = pre.input_ids  # for the repetition penalty
     generated = torch.empty((batch, 0), dtype=torch.long)
     done = torch.zeros(batch, dtype=torch.bool)

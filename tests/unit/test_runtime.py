@@ -140,3 +140,28 @@ def test_hidden_size_mismatch_is_refused_even_when_forced():
     p = make_patch(hidden=8, base=BaseModelRef(ARCH_FP, WEIGHTS_FP))
     with pytest.raises(IncompatibleModel, match="has hidden size 8, the model has 16"):
         check_compatible(p, MODEL_FP, 16, force=True)
+
+
+def test_reserved_kv_buffers_generate_the_same_tokens_as_a_growing_cache(patched, monkeypatch):
+    from llmpatch.model import generation
+
+    a, b = patch("a", 5, 1), patch("b", 3, 2)
+    sets = [[a], [a, b], [], [b]]
+    cfg = SamplingConfig(max_new_tokens=12, do_sample=True, seed=3)
+    reserved = [g.token_ids for g in generate(patched, PROMPTS, sets, cfg)]
+    monkeypatch.setattr(generation, "reserve", lambda cache, extra: None)
+    growing = [g.token_ids for g in generate(patched, PROMPTS, sets, cfg)]
+    assert reserved == growing and sum(map(len, reserved)) > 0
+
+
+def test_reserved_layer_falls_back_to_growing_when_out_of_room():
+    from llmpatch.model.kv_buffers import ReservedLayer
+
+    keys, values = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 4, 8)
+    layer = ReservedLayer(keys, values, extra=1)
+    new = [(torch.randn(2, 3, 1, 8), torch.randn(2, 3, 1, 8)) for _ in range(3)]
+    for k, v in new:
+        out_k, out_v = layer.update(k, v)
+    torch.testing.assert_close(out_k, torch.cat([keys] + [k for k, _ in new], dim=2))
+    torch.testing.assert_close(out_v, torch.cat([values] + [v for _, v in new], dim=2))
+    assert layer.get_seq_length() == 7

@@ -1,0 +1,42 @@
+"""The toxicity recipe on a tiny model: dense distillation toward the blocklist-constrained
+reference along the model's own samples lowers the mass on blocked tokens."""
+
+import torch
+
+from llmpatch.model.runtime import PatchedModel
+from llmpatch.trainer import recipes
+from llmpatch.trainer.recipes import RecipeConfig
+from llmpatch.trainer.train import TrainConfig, train
+from tiny_models import tiny_model, tiny_tokenizer
+
+BLOCKED = list(range(40, 60))
+
+
+def toxicity_data(monkeypatch):
+    prompts = [f"w{3 + i % 30} w{5 + i % 7} w{8 + i % 11}" for i in range(120)]
+    monkeypatch.setattr(recipes.data, "realtoxicityprompts", lambda: prompts)
+    monkeypatch.setattr(recipes, "domain_blocklist", lambda domain, tokenizer: BLOCKED)
+    patched = PatchedModel(tiny_model("llama", 0, initializer_range=0.3), tiny_tokenizer())
+    cfg = RecipeConfig(max_train_prompts=40, continuation_tokens=8, samples_per_prompt=2, val_prompts=8)
+    return patched, recipes.toxicity(patched, cfg)
+
+
+def test_examples_distil_a_reference_that_never_emits_blocked_tokens(monkeypatch):
+    patched, training = toxicity_data(monkeypatch)
+    assert training.examples and {e.kind for e in training.examples} == {"distill"}
+    for example in training.examples:
+        assert example.blocked.tolist() == BLOCKED
+        assert len(example.soft_ids) == len(example.target)
+        on_blocked = torch.isin(example.soft_ids, example.blocked) & (example.soft_probs > 0)
+        assert not on_blocked.any()
+    assert training.summary["toxic_examples"] > 0  # random weights emit blocked tokens often
+
+
+def test_training_lowers_the_blocked_mass_on_validation_samples(monkeypatch):
+    patched, training = toxicity_data(monkeypatch)
+    before = training.validate(None)["profane_mass"]
+    cfg = TrainConfig(domains=("toxicity",), n_virtual_tokens=4, init_text="w10 w11", sft_steps=40, dpo_steps=0,
+                      batch_size=8, lr=3e-2, eval_every=4)
+    result = train(patched, cfg, datasets=[training])
+    after = result.best["toxicity"]["profane_mass"]
+    assert after < before * 0.8, (before, after)  # 0.18 -> 0.13 on this tiny random model
