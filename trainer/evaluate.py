@@ -30,7 +30,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -119,6 +119,8 @@ class PatchVariant:
             "patches": [f"{p.manifest.name}@{p.manifest.version}" for p in self.patch_set],
             "system_prompt": system_prompt,
         }
+        if self.patch_set:  # names and versions can be reused by a retrained patch; digests can't
+            self.info["sha256"] = [p.sha256 for p in self.patch_set]
 
     def _sets(self, n: int) -> list[PatchSet]:
         return [self.patch_set] * n
@@ -502,6 +504,27 @@ HEADLINES = {
 }
 
 
+def reuse_key(variant: Variant) -> str:
+    """What identifies a variant's results across reports; '' for variants that can't be
+    identified by their description (an in-memory model such as a LoRA)."""
+    info = getattr(variant, "info", {})
+    return json.dumps(info, sort_keys=True) if info.get("kind") == "patch" else ""
+
+
+def reusable_results(reports: Iterable[dict], cfg: EvalConfig) -> dict[tuple[str, str], dict]:
+    """(domain, reuse key) -> result, from earlier reports made with the same config."""
+    wanted = json.loads(json.dumps(asdict(cfg)))
+    found = {}
+    for report in reports:
+        if report.get("config") != wanted:
+            continue
+        for domain, result in report.get("domains", {}).items():
+            for entry in result.get("variants", {}).values():
+                if entry.get("info", {}).get("kind") == "patch":
+                    found[(domain, json.dumps(entry["info"], sort_keys=True))] = {k: v for k, v in entry.items() if k != "reused"}
+    return found
+
+
 def evaluate(
     variants: dict[str, list[Variant]],
     base: PatchedModel,
@@ -509,11 +532,14 @@ def evaluate(
     scorers: Sequence[Scorer] | None = None,
     judges: Sequence[Judge] | None = None,
     log: Callable[[str], None] | None = None,
+    reuse: dict[tuple[str, str], dict] | None = None,
 ) -> dict:
     """Run every domain's variants; `variants` maps a domain to the variants to compare there
     (the system prompt may differ per domain). `log` gets a line per finished variant and
-    domain (progress bars hide themselves when stderr is not a terminal). Returns the
-    JSON-ready report."""
+    domain (progress bars hide themselves when stderr is not a terminal). `reuse` maps
+    (domain, `reuse_key(variant)`) to results of an earlier report with the same config,
+    which are taken instead of running that variant again (seeded runs repeat exactly).
+    Returns the JSON-ready report."""
     from .scorers import KeywordJudge, default_scorers, load_or_train_judge
 
     unknown = sorted(set(variants) - set(HEADLINES))
@@ -535,6 +561,10 @@ def evaluate(
         headline, better = HEADLINES[domain]
         results = {}
         for variant in domain_variants:
+            earlier = (reuse or {}).get((domain, reuse_key(variant)))
+            if earlier is not None:
+                results[variant.name] = {**earlier, "reused": True}
+                continue
             variant_started = time.perf_counter()
             if domain == "toxicity":
                 result = eval_toxicity(variant, fluency, cfg, scorers)

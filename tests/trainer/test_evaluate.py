@@ -240,3 +240,22 @@ def test_eval_rejects_a_patch_for_another_model(tiny_folder, tmp_path, capsys):
     code = run(["eval", "--model", str(tiny_folder), "--patch", str(patch_file), "--domain", "bias", "--limit", "1"], "patch")
     assert code == 4
     assert "was built for architecture" in capsys.readouterr().err
+
+
+def test_earlier_results_are_reused_only_for_the_same_variant_and_config(patched, monkeypatch):
+    cfg = ev.EvalConfig(limit=2, samples=1)
+    one, other = make_patch(n=4, hidden=HIDDEN, seed=3), make_patch(n=4, hidden=HIDDEN, seed=4)  # same name@version
+    first = ev.evaluate({"bias": [ev.PatchVariant(patched), ev.PatchVariant(patched, [one], name="patch")]}, patched, cfg)
+    reuse = ev.reusable_results([json.loads(json.dumps(first))], cfg)
+    assert len(reuse) == 2
+
+    ran = []
+    real = ev.eval_bias
+    monkeypatch.setattr(ev, "eval_bias", lambda variant, *a: ran.append(variant.name) or real(variant, *a))
+    second = ev.evaluate({"bias": [ev.PatchVariant(patched), ev.PatchVariant(patched, [one], name="again"),
+                                   ev.PatchVariant(patched, [other], name="retrained")]}, patched, cfg, reuse=reuse)
+    assert ran == ["retrained"]  # same name and version, other bytes: run again
+    got = second["domains"]["bias"]["variants"]
+    assert got["base"]["reused"] and got["again"]["reused"] and "reused" not in got["retrained"]
+    assert got["again"]["metrics"] == first["domains"]["bias"]["variants"]["patch"]["metrics"]
+    assert ev.reusable_results([first], ev.EvalConfig(limit=3, samples=1)) == {}
