@@ -17,9 +17,7 @@ import tomllib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
-
-import httpx
+from typing import TYPE_CHECKING, Iterator
 
 from .. import paths
 from ..errors import InvalidPatchFile, LLMPatchError, SignatureError, VerificationError
@@ -27,6 +25,9 @@ from ..manifest import Relation, canonical_name
 from ._lockfile import RegistryState
 from ._project import _dump_toml
 from ._sources import Release
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class RegistryError(LLMPatchError):
@@ -241,8 +242,10 @@ def _tuf_errors(what: str):
 
 class RegistryClient:
     def __init__(self, config: RegistryConfig, http: httpx.Client | None = None, token: str | None = None):
+        from ._http import new_client
+
         self.config = config
-        self.http = http or httpx.Client(timeout=30.0)
+        self.http = http or new_client(timeout=30.0)
         self.token = token or os.environ.get("LLMPATCH_TOKEN")
         self._updater = None
         self._index: dict[str, dict] = {}
@@ -256,6 +259,9 @@ class RegistryClient:
         return self.config.url + path
 
     def _get(self, path: str, **params) -> httpx.Response:
+        from ._http import import_httpx
+
+        httpx = import_httpx()
         try:
             response = self.http.get(self._url(path), params=params or None)
         except httpx.HTTPError as exc:
@@ -265,6 +271,9 @@ class RegistryClient:
         return response
 
     def _post(self, path: str, **kwargs) -> httpx.Response:
+        from ._http import import_httpx
+
+        httpx = import_httpx()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
             response = self.http.post(self._url(path), headers=headers, **kwargs)

@@ -376,11 +376,13 @@ def registry_add(name, url, root_file, root_sha256, as_json):
     if root_file is not None:
         root = root_file.read_bytes()
     else:
-        import httpx
+        from ._http import import_httpx, new_client
 
+        httpx = import_httpx()
         try:
-            response = httpx.get(url.rstrip("/") + "/tuf/metadata/1.root.json", timeout=30)
-            response.raise_for_status()
+            with new_client(timeout=30) as http:
+                response = http.get(url.rstrip("/") + "/tuf/metadata/1.root.json")
+                response.raise_for_status()
         except httpx.HTTPError as exc:
             from ._registry import RegistryUnavailable
 

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import numpy as np
-
 from . import paths
 from .errors import ModelLoadError
 from .manifest import canonical_json
@@ -128,6 +126,8 @@ def float32_chunks(raw_chunks: Iterable[bytes], dtype: str) -> Iterator[bytes | 
     if dtype == "F32":
         yield from raw_chunks
         return
+    import numpy as np  # only for conversions: F32 folders and cached fingerprints never load it
+
     if dtype == "BF16":
         # A BF16 value is the upper half of a float32: write the halves into the odd u16
         # slots of a zeroed buffer (little-endian), no temporary copies.

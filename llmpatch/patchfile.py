@@ -5,6 +5,10 @@
 client install). It parses the safetensors header itself, before handing anything to a
 library, so that hostile files are refused with a message that names the problem and the
 limit, and never cost more memory than the caps below.
+
+Validation needs no numpy (the finiteness check reads exponent bits from the raw bytes), so
+`patch install` does not pay for importing it; `PatchFile.prefix` is decoded to a float32
+array on first access.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import InvalidManifest, InvalidPatchFile
 from .manifest import FORMAT_NAME, FORMAT_VERSION, Manifest, strict_json_loads
 from .paths import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TENSOR_NAME = "prefix"
 FILE_SUFFIX = ".safetensors"
@@ -30,13 +36,66 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 
 _ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2}
 
+# Byte -> 1/0 tables for `count_nonfinite`: is this byte's part of the exponent all ones?
+_F16_EXPONENT = bytes(int(b & 0x7C == 0x7C) for b in range(256))  # high byte: sign, 5 exponent bits, 2 mantissa
+_HIGH_EXPONENT = bytes(int(b & 0x7F == 0x7F) for b in range(256))  # F32/BF16 top byte: sign, 7 exponent bits
+_LOW_EXPONENT = bytes(int(b & 0x80 == 0x80) for b in range(256))  # next byte: last exponent bit, 7 mantissa
+
+
+def count_nonfinite(payload: bytes, dtype: str) -> int:
+    """How many values of a little-endian F32, F16 or BF16 buffer are NaN or +-inf: those whose
+    exponent bits are all ones (F32 and BF16: bits 23-30 / 7-14, F16: bits 10-14). Works on
+    the raw bytes with C-speed slicing and `bytes.translate`, so it needs no numpy."""
+    if dtype not in _ITEMSIZE:
+        raise ValueError(f"not a float dtype of a patch: {dtype!r}")
+    step = _ITEMSIZE[dtype]
+    if len(payload) % step:
+        raise ValueError(f"{len(payload)} bytes is not a whole number of {dtype} values")
+    payload = bytes(payload)
+    if dtype == "F16":
+        return payload[1::2].translate(_F16_EXPONENT).count(1)
+    high = payload[step - 1 :: step].translate(_HIGH_EXPONENT)
+    if 1 not in high:
+        return 0
+    low = payload[step - 2 :: step].translate(_LOW_EXPONENT)
+    # one byte per value, each 0 or 1: AND the two flag strings as integers and count the bits
+    return (int.from_bytes(high, "little") & int.from_bytes(low, "little")).bit_count()
+
+
+class _Prefix:
+    """`PatchFile.prefix`: stored as given (an array), or as the validated raw bytes, which are
+    decoded to a read-only float32 array (with numpy) on first access."""
+
+    def __set_name__(self, owner, name):
+        self.slot = "_" + name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            raise AttributeError("prefix")  # so the dataclass sees a field without a default
+        value = instance.__dict__[self.slot]
+        if isinstance(value, _RawPrefix):
+            value = _decode_prefix(value.payload, value.dtype, value.shape)
+            value.setflags(write=False)
+            instance.__dict__[self.slot] = value
+        return value
+
+    def __set__(self, instance, value):
+        instance.__dict__[self.slot] = value
+
+
+@dataclass(frozen=True)
+class _RawPrefix:
+    payload: bytes
+    dtype: str
+    shape: list[int]
+
 
 @dataclass(frozen=True)
 class PatchFile:
     """A validated patch: its manifest, the prefix as float32 and the exact bytes' identity."""
 
     manifest: Manifest
-    prefix: np.ndarray  # float32 [n_virtual_tokens, hidden_size], read-only
+    prefix: np.ndarray = _Prefix()  # float32 [n_virtual_tokens, hidden_size], read-only
     sha256: str  # hex digest of the whole file
     size: int
 
@@ -71,6 +130,8 @@ def _parse_header(data: bytes) -> tuple[dict, int]:
 
 
 def _decode_prefix(buffer: bytes, dtype: str, shape: list[int]) -> np.ndarray:
+    import numpy as np
+
     if dtype == "F32":
         array = np.frombuffer(buffer, dtype="<f4")
     elif dtype == "F16":
@@ -138,11 +199,11 @@ def read_patch_bytes(data: bytes) -> PatchFile:
     if manifest.dtype != dtype:
         raise InvalidPatchFile(f"manifest says dtype {manifest.dtype} but the tensor is {dtype}")
 
-    prefix = _decode_prefix(data[data_start:], dtype, shape)
-    if not np.isfinite(prefix).all():
-        bad = int((~np.isfinite(prefix)).sum())
+    payload = data[data_start:]
+    bad = count_nonfinite(payload, dtype)
+    if bad:
         raise InvalidPatchFile(f"tensor holds {bad} NaN or infinite values")
-    prefix.setflags(write=False)
+    prefix = _RawPrefix(payload, dtype, shape)  # decoded on first use of `.prefix`
     return PatchFile(manifest=manifest, prefix=prefix, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
 
@@ -159,6 +220,8 @@ def read_patch(path: str | Path) -> PatchFile:
 
 def encode_patch(manifest: Manifest, prefix) -> bytes:
     """Serialise a prefix (numpy array or torch tensor) with its manifest, as safetensors."""
+    import numpy as np
+
     array = _to_float32_numpy(prefix)
     if list(array.shape) != [manifest.n_virtual_tokens, manifest.hidden_size]:
         raise InvalidManifest(
@@ -194,6 +257,8 @@ def write_patch(path: str | Path, manifest: Manifest, prefix) -> PatchFile:
 
 
 def _to_float32_numpy(prefix) -> np.ndarray:
+    import numpy as np
+
     if hasattr(prefix, "detach"):  # a torch tensor; imported lazily by whoever made it
         prefix = prefix.detach().to("cpu").float().numpy()
     return np.asarray(prefix, dtype=np.float32)

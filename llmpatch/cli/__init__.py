@@ -110,8 +110,16 @@ def run(args: list[str], prog_name: str) -> int:
     return 0
 
 
+def _lean_process() -> None:
+    """This process is the command, nothing else: the client may skip imports it never uses."""
+    from ..client._http import lean_process
+
+    lean_process()
+
+
 def main() -> None:
     """`llm-patch`: always ours."""
+    _lean_process()
     sys.exit(run(sys.argv[1:], "llm-patch"))
 
 
@@ -161,4 +169,5 @@ def patch_entry() -> None:
             click.echo("\nhint: install GNU patch (`apt-get install patch`), or run `llm-patch --help`", err=True)
             sys.exit(127)
         os.execv(gnu, [gnu, *args])  # same arguments, same stdin: GNU patch never knows we were here
+    _lean_process()
     sys.exit(run(args, "patch"))

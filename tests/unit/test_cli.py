@@ -222,3 +222,37 @@ def test_peft_export_import_commands(tmp_path, tiny_folder, capsys):
                          "--version", "1.0.0", "-o", str(tmp_path / "back.safetensors"), "--json")
     assert code == 0, err
     assert json.loads(out)["manifest"]["n_virtual_tokens"] == 3
+
+
+# ------------------------------------------------------------------ progress bars
+
+def test_progress_without_a_terminal_is_a_no_op_that_needs_no_tqdm(monkeypatch):
+    import io
+
+    from llmpatch.cli.output import NoProgress, progress
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal, as under pipes and CI
+    bar = progress([1, 2, 3], total=3, desc="x")
+    assert isinstance(bar, NoProgress) and list(bar) == [1, 2, 3]
+    with progress(total=10, desc="file", unit="B") as bar:
+        bar.update(4)
+    bar.close()
+    assert sys.stderr.getvalue() == ""
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar(monkeypatch):
+    import io
+
+    from tqdm import tqdm
+
+    from llmpatch.cli.output import progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    bar = progress([1, 2], total=2, desc="Verifying")
+    assert isinstance(bar, tqdm) and not bar.disable
+    assert list(bar) == [1, 2]
+    assert "Verifying" in sys.stderr.getvalue()

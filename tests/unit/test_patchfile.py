@@ -10,7 +10,15 @@ import pytest
 from safetensors.numpy import load as safetensors_load
 
 from llmpatch.errors import InvalidManifest, InvalidPatchFile
-from llmpatch.patchfile import MAX_HEADER_BYTES, encode_patch, read_patch, read_patch_bytes, write_patch
+from llmpatch.patchfile import (
+    MAX_HEADER_BYTES,
+    PatchFile,
+    count_nonfinite,
+    encode_patch,
+    read_patch,
+    read_patch_bytes,
+    write_patch,
+)
 from patches import make_manifest, make_patch_bytes
 
 
@@ -170,6 +178,102 @@ def test_rejects_non_finite_values(value):
         return values.tobytes()
     with pytest.raises(InvalidPatchFile, match="tensor holds 1 NaN or infinite values"):
         read_patch_bytes(rebuild(make_patch_bytes(), mutate))
+
+
+@pytest.mark.parametrize("dtype", ["F16", "BF16"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_rejects_non_finite_values_in_half_precision(dtype, value):
+    def mutate(header, payload):
+        values = _decode(payload, dtype).copy()
+        values[[1, 6]] = value
+        return _encode(values, dtype)
+    data = encode_patch(make_manifest(dtype=dtype), np.ones((4, 8), np.float32))
+    with pytest.raises(InvalidPatchFile, match="tensor holds 2 NaN or infinite values"):
+        read_patch_bytes(rebuild(data, mutate))
+
+
+# Bit patterns as numpy sees them, to check the byte-level test in `count_nonfinite` against.
+def _decode(raw: bytes, dtype: str) -> np.ndarray:
+    if dtype == "BF16":
+        return (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
+    return np.frombuffer(raw, {"F32": "<f4", "F16": "<f2"}[dtype])
+
+
+def _encode(values: np.ndarray, dtype: str) -> bytes:
+    if dtype == "BF16":
+        return (values.astype("<f4").view(np.uint32) >> 16).astype("<u2").tobytes()
+    return values.astype({"F32": "<f4", "F16": "<f2"}[dtype]).tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
+def test_count_nonfinite_agrees_with_numpy_on_random_bit_patterns(dtype):
+    rng = np.random.default_rng(7)
+    for size in (0, 1, 3, 1000, 100_000):
+        raw = rng.bytes(size * {"F32": 4, "F16": 2, "BF16": 2}[dtype])
+        expected = int((~np.isfinite(_decode(raw, dtype))).sum())
+        assert count_nonfinite(raw, dtype) == expected, size
+    # random bytes rarely hit an all-ones exponent in F32: force many of them
+    words = rng.integers(0, 2**32, 50_000, dtype=np.uint64).astype(np.uint32)
+    words[::3] |= np.uint32(0x7F800000)
+    raw = words.astype("<u4").tobytes()
+    if dtype != "F32":
+        raw = raw[: len(raw) // 2 * 2]
+    assert count_nonfinite(raw, dtype) == int((~np.isfinite(_decode(raw, dtype))).sum()) > 0
+
+
+# (sign bit, exponent bits, mantissa bits) of each format
+_LAYOUT = {"F32": (31, 0x7F800000, 0x007FFFFF), "F16": (15, 0x7C00, 0x03FF), "BF16": (15, 0x7F80, 0x007F)}
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
+def test_count_nonfinite_edge_values(dtype):
+    sign_bit, exponent, mantissa = _LAYOUT[dtype]
+    lowest_exponent = exponent & -exponent  # exponent field == 1
+    finite = [
+        0, 1, mantissa, lowest_exponent,  # +0, smallest and largest subnormal, smallest normal
+        exponent - lowest_exponent | mantissa,  # largest finite
+        lowest_exponent * 5 | 123,  # an ordinary value
+    ]
+    finite += [bits | 1 << sign_bit for bits in finite]  # -0.0 and the negatives
+    nonfinite = [exponent, exponent | 1, exponent | mantissa, exponent | mantissa >> 1]  # inf, NaNs (signalling, quiet)
+    nonfinite += [bits | 1 << sign_bit for bits in nonfinite]  # -inf, negative NaNs
+    width = "<u4" if dtype == "F32" else "<u2"
+
+    def raw(words):
+        return np.array(words, dtype=np.uint64).astype(width).tobytes()
+
+    decoded = _decode(raw(finite), dtype)
+    assert np.isfinite(decoded).all() and np.signbit(decoded[len(finite) // 2]) and decoded[1] != 0
+    assert count_nonfinite(raw(finite), dtype) == 0
+    assert not np.isfinite(_decode(raw(nonfinite), dtype)).any()
+    assert count_nonfinite(raw(nonfinite), dtype) == len(nonfinite)
+    for i, bits in enumerate(nonfinite):  # each one alone, anywhere among finite values
+        assert count_nonfinite(raw(finite[:i] + [bits] + finite[i:]), dtype) == 1, hex(bits)
+
+
+def test_count_nonfinite_refuses_what_it_cannot_read():
+    with pytest.raises(ValueError, match="not a float dtype"):
+        count_nonfinite(b"\0" * 8, "F64")
+    with pytest.raises(ValueError, match="not a whole number of F32 values"):
+        count_nonfinite(b"\0" * 6, "F32")
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
+def test_prefix_is_decoded_on_first_use_read_only_and_frozen(dtype, rng):
+    import dataclasses
+
+    data = encode_patch(make_manifest(dtype=dtype), rng.standard_normal((4, 8)).astype(np.float32))
+    patch = read_patch_bytes(data)
+    assert "_prefix" in vars(patch) and not isinstance(vars(patch)["_prefix"], np.ndarray)  # not decoded yet
+    prefix = patch.prefix
+    assert patch.prefix is prefix and isinstance(vars(patch)["_prefix"], np.ndarray)
+    assert prefix.dtype == np.float32 and prefix.shape == (4, 8) and not prefix.flags.writeable
+    np.testing.assert_array_equal(prefix, _decode(data[-4 * 8 * (4 if dtype == "F32" else 2):], dtype).reshape(4, 8))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        patch.prefix = prefix
+    assert [f.name for f in dataclasses.fields(PatchFile)] == ["manifest", "prefix", "sha256", "size"]
+    again = PatchFile(patch.manifest, prefix * 2, patch.sha256, patch.size)  # built from an array, as before
+    np.testing.assert_array_equal(again.prefix, prefix * 2)
 
 
 def test_refuses_to_write_non_finite(rng):
