@@ -3,6 +3,12 @@ state safe. Fetch → verify every patch (metadata chain, signature by the autho
 sha256 and size, base-model fingerprint) → only then put bytes in the cache → write
 `patches.toml` → write `patches.lock` last. Any failure raises before the first write, so the
 previous state stays as it was.
+
+`patch lock` alone downloads no patch file or signature document: every digest, size and
+signer a lock records is in the registry's TUF-verified targets metadata, so `lock_entry`
+checks that chain, the signer's registration and revocation, and the base model named there,
+and fully verifies only what the cache already holds. The bytes are checked when `sync` or
+`install` fetch them; `sync --frozen` also refuses a lock whose facts the signed file contradicts.
 """
 
 from __future__ import annotations
@@ -12,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import LLMPatchError, VerificationError
-from ..fingerprint import Fingerprint
+from ..errors import IncompatibleModel, LLMPatchError, VerificationError
+from ..fingerprint import Fingerprint, short
 from ..manifest import canonical_name
 from ..signing import public_key_from_pem
 from ._cache import Cache
@@ -22,7 +28,7 @@ from ._project import Project
 from ._resolver import Resolution, Target, resolve
 from ._sources import ChainSource, MemorySource, Release
 from ._specs import PatchRequest, VersionRange
-from ._verify import Expected, Verified, verify_patch
+from ._verify import Expected, MetadataMismatch, RevokedKey, Verified, verify_patch
 
 
 class OfflineMissing(LLMPatchError):
@@ -88,6 +94,11 @@ class Outcome:
             "warnings": self.warnings,
             "downloaded": self.downloaded,
         }
+
+
+# what a frozen sync requires the lock and the verified files to agree on
+_LOCKED_FACTS = ("sha256", "size", "signature_sha256", "key_id", "architecture", "weights",
+                 "n_virtual_tokens", "hidden_size", "dependencies", "conflicts")
 
 
 def _diff(old: Lock | None, new: Lock) -> list[Change]:
@@ -192,11 +203,7 @@ class Installer:
         new_pem = None
         key = self.cache.get_key(key_id)
         if online:
-            pems, revoked = fetched.get(name) or self.registry.keys(name)
-            fetched[name] = (pems, revoked)
-            if key_id not in pems:  # a key cached for another name must not sign this one
-                raise VerificationError(f"key `{key_id[:16]}` is not registered for `{name}` in registry `{self.registry.name}`",
-                                        hint="the registry's signed metadata names a signer the registry does not list for this patch")
+            pems, revoked = self._registered(key_id, name, fetched)
             if key is None:
                 from ..signing import key_id as id_of
 
@@ -208,6 +215,81 @@ class Installer:
             raise VerificationError(f"no public key `{key_id[:16]}` for `{name}` in {where}",
                                     hint="run once online so the publisher key is fetched")
         return {key_id: key}, revoked, new_pem
+
+    def _registered(self, key_id: str, name: str, fetched: dict) -> tuple[dict[str, bytes], frozenset[str]]:
+        """The keys registered for `name` (id -> PEM) and those revoked, after checking `key_id` is one."""
+        pems, revoked = fetched.get(name) or self.registry.keys(name)
+        fetched[name] = (pems, revoked)
+        if key_id not in pems:  # a key cached for another name must not sign this one
+            raise VerificationError(f"key `{key_id[:16]}` is not registered for `{name}` in registry `{self.registry.name}`",
+                                    hint="the registry's signed metadata names a signer the registry does not list for this patch")
+        return pems, revoked
+
+    def _signed(self, release: Release):
+        """The TUF-verified target infos of the release's file and signature, and the publisher
+        key id the registry authorised for it; refuses an unlisted release or a revoked key."""
+        client = self.registry
+        info = client.targetinfo(release.target)
+        sig_info = client.targetinfo(release.signature_target)
+        if info is None or sig_info is None:
+            raise VerificationError(f"`{release.name}@{release.version}` is not in registry `{client.name}`'s signed metadata")
+        key_id = (info.custom or {}).get("key_id", "")
+        if not key_id:
+            raise VerificationError(f"signed metadata names no publisher key for `{release.name}@{release.version}`")
+        if (info.custom or {}).get("key_revoked"):
+            raise RevokedKey(f"`{release.name}@{release.version}` is signed by key `{key_id[:16]}`, which was revoked for `{release.name}`",
+                             hint="ask the publisher for a version signed by a current key")
+        return info, sig_info, key_id
+
+    def _entry(self, release: Release, signature_sha256: str, key_id: str) -> LockedPatch:
+        return LockedPatch(
+            name=release.name, version=release.version, sha256=release.sha256, size=release.size,
+            signature_sha256=signature_sha256, key_id=key_id, source=release.registry,
+            architecture=release.architecture, weights=release.weights,
+            n_virtual_tokens=release.n_virtual_tokens, hidden_size=release.hidden_size,
+            dependencies=[f"{r.name}@{r.spec}" for r in release.dependencies],
+            conflicts=[f"{r.name}@{r.spec}" for r in release.conflicts],
+            yanked=release.yanked, yanked_reason=release.yanked_reason,
+        )
+
+    def lock_entry(self, release: Release) -> tuple[LockedPatch, int]:
+        """The lock entry for a registry release from its signed metadata alone: no patch file or
+        signature document is downloaded. Checked: the TUF chain (root, timestamp, snapshot,
+        targets), the release is listed there with a publisher key that is not revoked, that key
+        is registered for the name (keys endpoint) and not revoked there, the signed name and
+        version, and the signed base model equals this model's fingerprint. What the cache
+        already holds is verified in full instead; releases from the lockfile or the Hub, and
+        registries whose metadata names no base model, take the full path (which may download).
+        """
+        if self.offline or not release.target:
+            _, entry, downloads = self.fetch_verified(release)
+            return entry, downloads
+        info, sig_info, key_id = self._signed(release)
+        custom = info.custom or {}
+        base = custom.get("base_model") or {}
+        if (self.cache.has(info.hashes["sha256"]) and self.cache.has(sig_info.hashes["sha256"])) or not base:
+            _, entry, downloads = self.fetch_verified(release)
+            return entry, downloads
+        label = f"`{release.name}@{release.version}`"
+        if canonical_name(custom.get("name", release.name)) != release.key or custom.get("version", release.version) != release.version:
+            raise MetadataMismatch(f"the signed metadata of {label} names `{custom.get('name')}@{custom.get('version')}`")
+        fp = self.model.fingerprint
+        for which in ("architecture", "weights"):
+            signed = base.get(which, "")
+            if signed != getattr(fp, which):
+                raise IncompatibleModel(
+                    f"{label} was built for base model {which} `{short(signed)}` and your model's is `{short(getattr(fp, which))}`",
+                    hint="install a version built for your model (`patch info NAME` lists each version's base model)",
+                )
+        if (release.architecture, release.weights) != (base.get("architecture"), base.get("weights")):
+            raise MetadataMismatch(f"{label}: the signed metadata names another base model than the index said")
+        if (release.sha256, release.size) != (info.hashes["sha256"], info.length):
+            raise MetadataMismatch(f"{label}: the signed metadata gives another digest than resolution used")
+        _, revoked = self._registered(key_id, release.name, self._keys_seen)
+        if key_id in revoked:
+            raise RevokedKey(f"{label} is signed by key `{key_id[:16]}`, which was revoked for `{release.name}`",
+                             hint="ask the publisher for a version signed by a current key")
+        return self._entry(release, sig_info.hashes["sha256"], key_id), 0
 
     def fetch_verified(self, release: Release) -> tuple[Verified, LockedPatch, int]:
         """The release's bytes, fully verified; nothing is cached unless every check passed."""
@@ -230,18 +312,7 @@ class Installer:
                 )
         else:
             client = self.registry
-            info = client.targetinfo(release.target)
-            sig_info = client.targetinfo(release.signature_target)
-            if info is None or sig_info is None:
-                raise VerificationError(f"`{release.name}@{release.version}` is not in registry `{client.name}`'s signed metadata")
-            key_id = (info.custom or {}).get("key_id", "")
-            if not key_id:
-                raise VerificationError(f"signed metadata names no publisher key for `{release.name}@{release.version}`")
-            if (info.custom or {}).get("key_revoked"):
-                from ._verify import RevokedKey
-
-                raise RevokedKey(f"`{release.name}@{release.version}` is signed by key `{key_id[:16]}`, which was revoked for `{release.name}`",
-                                 hint="ask the publisher for a version signed by a current key")
+            info, sig_info, key_id = self._signed(release)
             sig_sha, sig_size = sig_info.hashes["sha256"], sig_info.length
             data = self.cache.get(release.sha256)
             if data is None:
@@ -261,28 +332,23 @@ class Installer:
         self.cache.put(signature, verified.signature_sha256)
         if new_pem is not None:
             self.cache.put_key(new_pem)
-        entry = LockedPatch(
-            name=release.name, version=release.version, sha256=release.sha256, size=release.size,
-            signature_sha256=verified.signature_sha256, key_id=verified.key_id, source=release.registry,
-            architecture=release.architecture, weights=release.weights,
-            n_virtual_tokens=release.n_virtual_tokens, hidden_size=release.hidden_size,
-            dependencies=[f"{r.name}@{r.spec}" for r in release.dependencies],
-            conflicts=[f"{r.name}@{r.spec}" for r in release.conflicts],
-            yanked=release.yanked, yanked_reason=release.yanked_reason,
-        )
-        return verified, entry, downloads
+        return verified, self._entry(release, verified.signature_sha256, verified.key_id), downloads
 
     # -- commands
 
-    def apply(self, resolution: Resolution, *, write: bool = True) -> Outcome:
-        """Fetch and verify everything in `resolution`, then write project file and lock."""
+    def apply(self, resolution: Resolution, *, write: bool = True, fetch: bool = True) -> Outcome:
+        """Fetch and verify everything in `resolution`, then write project file and lock.
+        `fetch=False` (`patch lock`): verify signed metadata only, download no patch files."""
         self._keys_seen: dict = {}
         entries, downloads = [], 0
         items = resolution.releases
         if self.progress is not None:
-            items = self.progress(items, total=len(items), desc="Verifying patches")
+            items = self.progress(items, total=len(items), desc="Verifying patches" if fetch else "Verifying signed metadata")
         for release in items:
-            _, entry, n = self.fetch_verified(release)
+            if fetch:
+                _, entry, n = self.fetch_verified(release)
+            else:
+                entry, n = self.lock_entry(release)
             entry.required_by = resolution.required_by.get(release.key, [])
             entries.append(entry)
             downloads += n
@@ -324,8 +390,8 @@ class Installer:
         return outcome
 
     def lock_only(self) -> Outcome:
-        """Resolve and write `patches.lock`, fetching and verifying what it names."""
-        return self.apply(self.resolve())
+        """Resolve and write `patches.lock` from verified signed metadata; `sync` fetches the files."""
+        return self.apply(self.resolve(), fetch=False)
 
     def sync(self, *, frozen: bool = False) -> Outcome:
         """Make the cache hold exactly the locked set, verified; `frozen` refuses a stale lock."""
@@ -337,8 +403,6 @@ class Installer:
                 hint="run `patch lock` and commit the lockfile, or drop `--frozen`",
             )
         if lock is not None and (lock.architecture, lock.weights) != (self.model.fingerprint.architecture, self.model.fingerprint.weights):
-            from ..errors import IncompatibleModel
-
             raise IncompatibleModel(f"`{self.project.lock_path}` was made for another model than `{self.project.model}` is now",
                                     hint="run `patch lock` to resolve for this model")
         if stale:
@@ -354,7 +418,19 @@ class Installer:
             if frozen and [(r.key, r.version) for r in resolution.releases] != [(p.key, p.version) for p in lock.patches]:
                 raise LockOutOfDate(f"the registry no longer offers the locked set of `{self.project.lock_path}`",
                                     hint="run `patch lock` to resolve again")
-        return self.apply(resolution, write=not frozen)
+        outcome = self.apply(resolution, write=not frozen)
+        if frozen:
+            # `patch lock` records some facts (tokens, hidden size, relations) from the index,
+            # unsigned; the files are now verified, so the lock must agree with them
+            for old, new in zip(lock.patches, outcome.lock.patches):
+                differ = [f for f in _LOCKED_FACTS if getattr(old, f) != getattr(new, f)]
+                if differ:
+                    raise LockOutOfDate(
+                        f"`{self.project.lock_path}` records other {', '.join(differ)} for `{old.name}@{old.version}` "
+                        "than the registry's signed file",
+                        hint="run `patch lock` to resolve again",
+                    )
+        return outcome
 
     def verify_installed(self) -> list[dict]:
         """Re-check every locked patch from the cache: digest, signature, fingerprint."""

@@ -4,7 +4,10 @@ A release fits when its version is in every requested range, it was built for th
 fingerprint and hidden size, it is not yanked (unless the lockfile already pins it: then a
 warning with the reason), and no chosen patch conflicts with it. Conflicts are modelled as
 requirements that an *absent* patch also satisfies, so a conflict never pulls a patch in.
-The total virtual-token budget is checked on the result.
+
+The total virtual-token budget is part of resolution: when the newest set is over it,
+`_fit_budget` searches older versions, in a fixed preference order and within a fixed bound,
+for the most-preferred set that fits (the rule is in its docstring and in docs/specs.md).
 
 When nothing fits, `ResolutionImpossible` carries the facts and renders them as a derivation:
 "Because toxicity 1.3.0 requires base model fingerprint … and your model is …, we can
@@ -13,6 +16,7 @@ conclude that your requirements are unsatisfiable".
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -25,6 +29,10 @@ from ._sources import Release, ReleaseSource
 from ._specs import InvalidSpec, PatchRequest, VersionRange
 
 MAX_ROUNDS = 2000
+# Bounds of the token-budget search (`_fit_budget`): resolver runs, and pin combinations
+# looked at (most are ruled out by their size alone, without a run).
+BUDGET_MAX_RUNS = 200
+BUDGET_MAX_COMBINATIONS = 10_000
 
 
 class ResolutionImpossible(LLMPatchError):
@@ -104,6 +112,7 @@ class Provider(resolvelib.AbstractProvider):
         self.target = target
         self.locked = dict(locked or {})  # key -> version kept when still allowed
         self.upgrade = {canonical_name(n) for n in upgrade}  # keys whose lock is ignored
+        self.pins: dict[str, Release] = {}  # key -> the only version allowed (budget search); never pulls a patch in
         self._releases: dict[str, list[Release]] = {}
         self.warnings: list[str] = []
 
@@ -112,6 +121,14 @@ class Provider(resolvelib.AbstractProvider):
             found = self.source.releases(key)
             self._releases[key] = sorted(found, key=lambda r: r.semver, reverse=True)
         return self._releases[key]
+
+    def preferred(self, key: str, requirements: Iterable[Requirement] = ()) -> list[Release]:
+        """The usable releases every requirement allows, most preferred first: the locked
+        version, then newest first. Both the resolver and the budget search go by this order."""
+        reqs = list(requirements)
+        matches = [r for r in self.releases(key) if self.unusable_reason(r) is None and all(q.allows(r) for q in reqs)]
+        matches.sort(key=lambda r: not self.is_locked(r))  # stable: locked first, then newest
+        return matches
 
     def is_locked(self, release: Release) -> bool:
         return release.key not in self.upgrade and self.locked.get(release.key) == release.version
@@ -145,11 +162,10 @@ class Provider(resolvelib.AbstractProvider):
     def find_matches(self, identifier, requirements, incompatibilities):
         reqs = list(requirements[identifier])
         bad = {c for c in incompatibilities[identifier]}
-        matches = [
-            r for r in self.releases(identifier)
-            if r not in bad and self.unusable_reason(r) is None and all(q.allows(r) for q in reqs)
-        ]
-        matches.sort(key=lambda r: not self.is_locked(r))  # stable: locked first, then newest
+        matches = [r for r in self.preferred(identifier, reqs) if r not in bad]
+        pin = self.pins.get(identifier)
+        if pin is not None:
+            matches = [r for r in matches if r == pin]
         if all(q.kind == "conflict" for q in reqs) and Absent(identifier) not in bad:
             return [Absent(identifier), *matches]
         return matches
@@ -182,15 +198,17 @@ def resolve(
     upgrade: Iterable[str] = (),
     include_prerelease: bool = False,
 ) -> Resolution:
-    """Pick one release per needed name; raise `ResolutionImpossible` with a derivation."""
+    """Pick one release per needed name; raise `ResolutionImpossible` with a derivation.
+
+    The most-preferred set (locked versions, then newest) is taken when it fits the token
+    budget; otherwise `_fit_budget` looks for the most-preferred set that does."""
     provider = Provider(source, target, locked=locked, upgrade=upgrade)
     roots = [
         Requirement(r.name, r.range, "require", None, include_prerelease or r.range.mentions_prerelease())
         for r in requests
     ]
-    resolver = resolvelib.Resolver(provider, resolvelib.BaseReporter())
     try:
-        result = resolver.resolve(roots, max_rounds=MAX_ROUNDS)
+        resolution = _run(provider, roots)
     except resolvelib.ResolutionImpossible as exc:
         raise explain(provider, exc.causes) from None
     except resolvelib.ResolutionTooDeep:
@@ -198,7 +216,15 @@ def resolve(
             [f"the search tried {MAX_ROUNDS} rounds without settling"], "the request is too tangled to resolve",
             hint="pin versions with `NAME@=X.Y.Z` to narrow the search",
         ) from None
+    budget = target.token_budget
+    if budget is None or resolution.total_tokens <= budget:
+        return resolution
+    return _fit_budget(provider, roots, resolution, budget)
 
+
+def _run(provider: Provider, roots: list[Requirement]) -> Resolution:
+    """One resolvelib run with the provider as it is (pins included); resolvelib's errors pass through."""
+    result = resolvelib.Resolver(provider, resolvelib.BaseReporter()).resolve(roots, max_rounds=MAX_ROUNDS)
     chosen = {k: c for k, c in result.mapping.items() if not isinstance(c, Absent)}
     required_by: dict[str, list[str]] = {}
     for key, crit in result.criteria.items():
@@ -226,18 +252,164 @@ def resolve(
         f"`{r.name}@{r.version}` is yanked" + (f": {r.yanked_reason}" if r.yanked_reason else "") + "; kept because the lockfile pins it"
         for r in order if r.yanked
     ]
-    resolution = Resolution(order, warnings, required_by)
-    check_budget(resolution, target)
-    return resolution
+    return Resolution(order, warnings, required_by)
 
 
-def check_budget(resolution: Resolution, target: Target) -> None:
-    budget = target.token_budget
-    if budget is None or resolution.total_tokens <= budget:
-        return
-    facts = [f"{r} needs {r.n_virtual_tokens} virtual tokens" for r in resolution.releases]
-    facts.append(f"together they need {resolution.total_tokens} and the budget is {budget}")
-    raise ResolutionImpossible(facts, hint="raise `token_budget` in `patches.toml`, or install fewer patches")
+def _fit_budget(provider: Provider, roots: list[Requirement], newest: Resolution, budget: int) -> Resolution:
+    """The most-preferred set within `budget`, when the most-preferred set overall (`newest`) is not.
+
+    Each patch's candidates are ranked in the provider's order (rank 0: the locked version or
+    the newest; rank r: r steps further down that list). A *combination* pins some patches to
+    a rank; unpinned patches (rank 0) are left to the resolver, which also brings in
+    dependencies and enforces ranges and conflicts. Sets are preferred, in order, by
+      1. fewer patches moved off rank 0 (keep as many patches at their newest as possible),
+      2. fewer steps back in total,
+      3. earlier patches newer: `[patches]` order first, then dependencies as they are met,
+         so later patches step back first.
+    Combinations are visited best-first in that order (a heap; each one's successors step one
+    patch back once more). A resolved set ranks no better than the combination that produced
+    it, so the first fitting set found is kept until the next combination cannot beat it.
+    A combination whose requested patches alone exceed the budget (pinned sizes, else the
+    smallest allowed) is skipped without a run. Bounded by `BUDGET_MAX_RUNS` resolver runs
+    and `BUDGET_MAX_COMBINATIONS` combinations: past either, the best set found is returned,
+    or an error says the search gave up.
+    """
+    root_keys = list(dict.fromkeys(q.key for q in roots))
+    keys: list[str] = []  # every patch the search may move, in preference order (index = position in a combination)
+    choices: dict[str, list[Release]] = {}  # key -> candidates, rank = index
+
+    def learn(key: str, chosen: Release | None) -> bool:
+        """Give `key` a place in combinations; True if it is new."""
+        if key in choices:
+            return False
+        if key in root_keys:
+            options = provider.preferred(key, [q for q in roots if q.key == key])
+        else:  # a dependency: any usable version (its dependents' ranges are the resolver's job), no pre-releases unless chosen
+            options = [r for r in provider.preferred(key) if not r.semver.prerelease or r == chosen]
+        if chosen is not None and chosen not in options:
+            options.insert(0, chosen)
+        keys.append(key)
+        choices[key] = options
+        return True
+
+    for key in root_keys:
+        learn(key, next((r for r in newest.releases if r.key == key), None))
+    for release in newest.releases:
+        learn(release.key, release)
+
+    def ranks_of(resolution: Resolution) -> tuple[int, ...]:
+        at = {r.key: r for r in resolution.releases}
+        # a patch the set does not include counts as not moved; one outside its list as moved furthest
+        return _trim(tuple(
+            0 if k not in at else choices[k].index(at[k]) if at[k] in choices[k] else len(choices[k]) for k in keys
+        ))
+
+    def smallest(key: str) -> Release:  # the most preferred among the smallest
+        return min(choices[key], key=lambda r: r.n_virtual_tokens)
+
+    def size_facts(of: list[str]) -> list[str]:  # the minimal sizes the search considered
+        return [
+            f"{r} needs {r.n_virtual_tokens} virtual tokens" if len(choices[k]) == 1
+            else f"the smallest allowed version of {r.name}, {r.version}, needs {r.n_virtual_tokens} virtual tokens"
+            for k, r in ((k, smallest(k)) for k in of)
+        ]
+
+    # every requested patch is in every set, so their smallest sizes bound any set from below
+    # (a dependency may be absent from some sets: it counts 0)
+    least = {k: smallest(k).n_virtual_tokens for k in root_keys}
+    floor = sum(least.values())
+    hint = "raise `token_budget` in `patches.toml`, or install fewer patches"
+    if floor > budget:
+        raise ResolutionImpossible(
+            size_facts(root_keys) + [f"together they need at least {floor} and the budget is {budget}"],
+            "no combination of allowed versions fits the token budget", hint=hint,
+        )
+
+    best: tuple[tuple, Resolution] | None = None
+    heap = [(_priority(()), ())]
+    seen = {()}
+    popped: list[tuple[int, ...]] = []
+    runs = 0
+    gave_up = False
+
+    def push(combination: tuple[int, ...]) -> None:
+        combination = _trim(combination)
+        if combination not in seen:
+            seen.add(combination)
+            heapq.heappush(heap, (_priority(combination), combination))
+
+    def step_back(combination: tuple[int, ...], i: int) -> None:
+        padded = combination + (0,) * (len(keys) - len(combination))
+        if padded[i] + 1 < len(choices[keys[i]]):
+            push(padded[:i] + (padded[i] + 1,) + padded[i + 1:])
+
+    while heap:
+        priority, combination = heapq.heappop(heap)
+        if best is not None and priority >= best[0]:
+            break  # no combination left can give a more-preferred set
+        if len(popped) >= BUDGET_MAX_COMBINATIONS or runs >= BUDGET_MAX_RUNS:
+            gave_up = True
+            break
+        popped.append(combination)
+        for i in range(len(keys)):
+            step_back(combination, i)
+        if not combination:
+            continue  # the newest set itself: known not to fit
+        pins = {keys[i]: choices[keys[i]][r] for i, r in enumerate(combination) if r}
+        if sum(pins[k].n_virtual_tokens if k in pins else least[k] for k in root_keys) > budget:
+            continue  # too big whatever the resolver adds
+        runs += 1
+        provider.pins = pins
+        try:
+            found = _run(provider, roots)
+        except (resolvelib.ResolutionError, ResolutionImpossible):
+            continue  # these pins do not combine (ranges, conflicts, model)
+        finally:
+            provider.pins = {}
+        for release in found.releases:
+            if learn(release.key, release):  # a dependency only older versions bring: it may step back too
+                for earlier in popped:
+                    step_back(earlier, len(keys) - 1)
+        if found.total_tokens <= budget:
+            rank = _priority(ranks_of(found))
+            if best is None or rank < best[0]:
+                best = (rank, found)
+
+    if best is not None:
+        resolution = best[1]
+        before = {r.key: r for r in newest.releases}
+        for r in resolution.releases:
+            old = before.get(r.key)
+            if old is not None and old.version != r.version:
+                resolution.warnings.append(
+                    f"chose `{r.name}@{r.version}` over {old.version} to fit the token budget "
+                    f"({resolution.total_tokens} of {budget} virtual tokens)"
+                )
+        return resolution
+    if gave_up:
+        raise ResolutionImpossible(
+            [f"the newest allowed set needs {newest.total_tokens} virtual tokens and the budget is {budget}",
+             f"none of the {runs} combinations of older versions tried fits"],
+            f"no set within the token budget was found before the search stopped (at most {BUDGET_MAX_RUNS} tries)",
+            hint="pin versions with `NAME@=X.Y.Z` to narrow the search, raise `token_budget` in `patches.toml`, or install fewer patches",
+        )
+    raise ResolutionImpossible(
+        size_facts(keys) + [f"every combination of allowed versions that satisfies the ranges and conflicts needs more than the budget of {budget}"],
+        "no combination of allowed versions fits the token budget", hint=hint,
+    )
+
+
+def _trim(combination: tuple[int, ...]) -> tuple[int, ...]:
+    """Trailing zeros dropped: one spelling per combination, whatever the number of known keys."""
+    end = len(combination)
+    while end and combination[end - 1] == 0:
+        end -= 1
+    return combination[:end]
+
+
+def _priority(combination: tuple[int, ...]) -> tuple:
+    """Smaller is preferred: patches moved, then steps back, then earlier patches newer."""
+    return (sum(1 for r in combination if r), sum(combination), combination)
 
 
 def _versions(items: Sequence[Release]) -> str:

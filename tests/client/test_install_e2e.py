@@ -322,8 +322,27 @@ def test_token_budget_from_the_project_file(registry, patch, model_dir):
     (patch.project / "patches.toml").write_text(f'[project]\nmodel = "{model_dir}"\ntoken_budget = 10\n')
     result = patch("install", "toxicity", "harmfulness")
     assert result.code == 5
-    assert "  and together they need 12 and the budget is 10,\n" in result.err
+    assert "  and together they need at least 12 and the budget is 10,\n" in result.err
+    assert "  we can conclude that no combination of allowed versions fits the token budget\n" in result.err
     assert not (patch.project / "patches.lock").exists()
+
+
+def test_token_budget_takes_an_older_version_that_fits_and_locks_it(registry, patch, model_dir):
+    registry.publish("toxicity", "1.0.0", n=4)
+    registry.publish("toxicity", "1.1.0", n=8, seed=1)
+    registry.publish("harmfulness", "1.0.0", n=6, seed=2)
+    (patch.project / "patches.toml").write_text(f'[project]\nmodel = "{model_dir}"\ntoken_budget = 10\n')
+    result = patch("install", "toxicity", "harmfulness")
+    assert result.code == 0, result.err
+    assert "warning: chose `toxicity@1.0.0` over 1.1.0 to fit the token budget (10 of 10 virtual tokens)" in result.err
+    lock = lock_of(patch)
+    assert [(p["name"], p["version"], p["n_virtual_tokens"]) for p in lock["patch"]] == [
+        ("toxicity", "1.0.0", 4), ("harmfulness", "1.0.0", 6)]
+    assert lock["model"]["token_budget"] == 10
+    # the lock keeps it: a frozen sync accepts it, an upgrade still has to fit
+    assert patch("sync", "--frozen").code == 0
+    assert patch("upgrade").code == 0
+    assert installed(patch) == ["toxicity 1.0.0", "harmfulness 1.0.0"]
 
 
 def test_search_and_info(toxicity, patch, model_dir):
@@ -392,3 +411,84 @@ def test_version_only_in_the_unsigned_index_does_not_exist(toxicity, patch, mode
     installer = _installer(model_dir, patch.project, Tamper("/api/v1/patches/toxicity", invent_version))
     outcome = installer.install([PatchRequest.parse("toxicity")])
     assert [(p.name, p.version) for p in outcome.lock.patches] == [("toxicity", "2.0.0")]
+
+
+def _count_blob_reads(registry, monkeypatch) -> list[str]:
+    """The sha256 of every patch file or signature the server is asked for, on any route."""
+    served: list[str] = []
+    blobs = registry.app.state.blobs
+    original = blobs.path
+    monkeypatch.setattr(blobs, "path", lambda sha256: served.append(sha256) or original(sha256))
+    return served
+
+
+def test_lock_downloads_no_blobs_and_sync_installs_the_locked_versions(registry, patch, model_dir, monkeypatch, tmp_path):
+    published = {
+        ("base-safety", "1.0.0"): registry.publish("base-safety", "1.0.0"),
+        ("toxicity", "1.2.0"): registry.publish("toxicity", "1.2.0", seed=1),
+        ("toxicity", "1.2.1"): registry.publish("toxicity", "1.2.1", seed=2),
+        ("harmfulness", "1.0.0"): registry.publish("harmfulness", "1.0.0", seed=3, dependencies=["base-safety@^1"]),
+    }
+    served = _count_blob_reads(registry, monkeypatch)
+    (patch.project / "patches.toml").write_text(
+        f'[project]\nmodel = "{model_dir}"\n\n[patches]\ntoxicity = "~1.2"\nharmfulness = "^1"\n')
+    locked = patch("lock", "--json")
+    assert locked.code == 0, locked.err
+    assert served == [] and locked.json["downloaded"] == 0
+    lock = lock_of(patch)
+    assert installed(patch) == ["toxicity 1.2.1", "base-safety 1.0.0", "harmfulness 1.0.0"]
+    for entry in lock["patch"]:  # everything a lock records, from signed metadata
+        record = published[(entry["name"], entry["version"])]
+        assert (entry["sha256"], entry["size"], entry["signature_sha256"]) == (
+            record["sha256"], record["size"], record["signature_sha256"])
+        assert entry["key_id"] == key_id(registry.key.public_key())
+        assert not Cache().has(entry["sha256"]) and not Cache().has(entry["signature_sha256"])
+    assert lock["registry"]["default"]["targets_version"] >= 4
+
+    synced = patch("sync", "--frozen", "--json")
+    assert synced.code == 0, synced.err
+    assert synced.json["downloaded"] == 6  # file and signature of each
+    assert sorted(served) == sorted(d for e in lock["patch"] for d in (e["sha256"], e["signature_sha256"]))
+    assert lock_of(patch) == lock  # frozen: the same versions, the lock untouched
+    for entry in lock["patch"]:
+        assert hashlib.sha256(Cache().get(entry["sha256"])).hexdigest() == entry["sha256"]
+    assert patch("verify").code == 0
+    # now cached: a lock verifies the bytes in full, still without a request
+    served.clear()
+    assert patch("lock").code == 0 and served == []
+
+    # a revoked signer is refused from signed metadata alone, before any download
+    registry.post(f"/api/v1/patches/toxicity/keys/{key_id(registry.key.public_key())}/revoke", {})
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "patches.toml").write_text(f'[project]\nmodel = "{model_dir}"\n\n[patches]\ntoxicity = "~1.2"\n')
+    refused = patch("lock", "--project", fresh)
+    assert refused.code == 4
+    assert "error: `toxicity@1.2.1` is signed by key " in refused.err and "which was revoked for `toxicity`" in refused.err
+    assert served == [] and not (fresh / "patches.lock").exists()
+
+
+def test_frozen_sync_refuses_a_lock_the_signed_file_contradicts(registry, patch, model_dir):
+    """`patch lock` takes the token count from the unsigned index; a lying index is caught
+    when the file is fetched, and a frozen sync refuses the lock instead of trusting it."""
+    import json
+
+    registry.publish("toxicity", "1.0.0", n=4)
+
+    def inflate_tokens(body: bytes) -> bytes:
+        doc = json.loads(body)
+        for version in doc["versions"]:
+            version["n_virtual_tokens"] = 2
+        return json.dumps(doc).encode()
+
+    installer = _installer(model_dir, patch.project, Tamper("/api/v1/patches/toxicity", inflate_tokens))
+    installer.project.set("toxicity", "*")
+    assert [p.n_virtual_tokens for p in installer.lock_only().lock.patches] == [2]
+    before = state(patch)
+    frozen = patch("sync", "--frozen")
+    assert frozen.code == 1
+    assert "records other n_virtual_tokens for `toxicity@1.0.0` than the registry's signed file" in frozen.err
+    assert state(patch) == before
+    repaired = patch("sync")
+    assert repaired.code == 0, repaired.err
+    assert lock_of(patch)["patch"][0]["n_virtual_tokens"] == 4
