@@ -516,9 +516,9 @@ def reusable_results(reports: Iterable[dict], cfg: EvalConfig) -> dict[tuple[str
     wanted = json.loads(json.dumps(asdict(cfg)))
     found = {}
     for report in reports:
-        if report.get("config") != wanted:
-            continue
         for domain, result in report.get("domains", {}).items():
+            if result.get("config", report.get("config")) != wanted:  # a domain may carry its own config
+                continue
             for entry in result.get("variants", {}).values():
                 if entry.get("info", {}).get("kind") == "patch":
                     found[(domain, json.dumps(entry["info"], sort_keys=True))] = {k: v for k, v in entry.items() if k != "reused"}

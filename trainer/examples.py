@@ -28,7 +28,7 @@ EXAMPLES = {
     "bias": dict(domains=("bias",), version="1.0.0", sft_steps=40, dpo_steps=10, max_prompts=144),
     "harmfulness": dict(domains=("harmfulness",), version="1.0.0", sft_steps=80, dpo_steps=20, max_prompts=160),
     "toxicity": dict(domains=("toxicity",), version="1.2.0", sft_steps=80, dpo_steps=20, max_prompts=240),
-    "safety-joint": dict(domains=("toxicity", "bias", "harmfulness"), version="1.0.0", sft_steps=120, dpo_steps=20, max_prompts=120),
+    "safety-joint": dict(domains=("toxicity", "bias", "harmfulness"), version="1.0.0", sft_steps=90, dpo_steps=10, max_prompts=80),
 }
 
 
@@ -85,10 +85,31 @@ def earlier_results(out_dir: Path, cfg) -> dict:
     return reusable_results((json.loads(f.read_text()) for f in sorted(out_dir.glob("*.eval.json"))), cfg)
 
 
+# Prompts per evaluation set. Harmfulness has three sets of greedy chat answers (about 190
+# prompts at 64); toxicity and bias take 4 samples per prompt, so 40 prompts are 160 samples.
+EVAL_LIMITS = {"harmfulness": 64, "toxicity": 40, "bias": 40}
+
+
+def evaluate_per_domain(variants: dict, patched, limit: int | None, out_dir: Path) -> dict:
+    """`evaluate`, one domain at a time with that domain's prompt limit; each domain's entry
+    records its own config (the report's top-level config is the last domain's)."""
+    from .evaluate import EvalConfig, evaluate
+
+    report: dict = {"domains": {}}
+    for domain, domain_variants in variants.items():
+        cfg = EvalConfig(limit=limit or EVAL_LIMITS[domain])
+        part = evaluate({domain: domain_variants}, patched, cfg, log=_say, reuse=earlier_results(out_dir, cfg))
+        report["domains"][domain] = {**part["domains"][domain], "config": part["config"]}
+        report["scorers"] = {**report.get("scorers", {}), **{k: v for k, v in part["scorers"].items() if v}}
+        report |= {"config": part["config"], "seed": part["seed"]}
+    report["scorers"] = {"toxicity": [], "refusal_judges": []} | report.get("scorers", {})
+    return report
+
+
 def evaluate_example(name: str, spec: dict, loaded, patched, lora, limit: int | None, out_dir: Path) -> dict:
     from ..patchfile import read_patch
     from .eval_cli import DEFAULT_SYSTEM_PROMPTS, render_table
-    from .evaluate import EvalConfig, HFVariant, PatchVariant, evaluate
+    from .evaluate import HFVariant, PatchVariant
     from .plots import plot_headlines
 
     patch = read_patch(out_dir / f"{name}.safetensors")
@@ -101,8 +122,7 @@ def evaluate_example(name: str, spec: dict, loaded, patched, lora, limit: int | 
         ]
         if lora is not None:
             variants[domain].append(HFVariant(lora, loaded.tokenizer, name="lora-r1"))
-    cfg = EvalConfig(limit=limit)
-    report = evaluate(variants, patched, cfg, log=_say, reuse=earlier_results(out_dir, cfg))
+    report = evaluate_per_domain(variants, patched, limit, out_dir)
     report = {"model": loaded.location.display_name, "patches": [f"{name}@{spec['version']}"], **report}
     (out_dir / f"{name}.eval.json").write_text(json.dumps(report, indent=1, sort_keys=True))
     plot_headlines(report, out_dir / f"{name}.png")
@@ -113,7 +133,7 @@ def evaluate_example(name: str, spec: dict, loaded, patched, lora, limit: int | 
 def evaluate_composition(loaded, patched, limit: int | None, out_dir: Path) -> dict | None:
     from ..patchfile import read_patch
     from .eval_cli import render_table
-    from .evaluate import EvalConfig, PatchVariant, evaluate
+    from .evaluate import PatchVariant
 
     files = [out_dir / "toxicity.safetensors", out_dir / "bias.safetensors"]
     if not all(f.exists() for f in files):
@@ -124,8 +144,7 @@ def evaluate_composition(loaded, patched, limit: int | None, out_dir: Path) -> d
                  PatchVariant(patched, [tox, bias], name="toxicity+bias"), PatchVariant(patched, [bias, tox], name="bias+toxicity")]
         for domain in ("toxicity", "bias")
     }
-    cfg = EvalConfig(limit=limit)
-    report = evaluate(variants, patched, cfg, log=_say, reuse=earlier_results(out_dir, cfg))
+    report = evaluate_per_domain(variants, patched, limit, out_dir)
     (out_dir / "composition.eval.json").write_text(json.dumps(report, indent=1, sort_keys=True))
     print(render_table(report))
     return report
@@ -210,7 +229,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-lora", action="store_true", help="Skip the LoRA r=1 comparison.")
     parser.add_argument("--no-composition", action="store_true")
     parser.add_argument("--composition-only", action="store_true", help="Only evaluate the composition of existing patches.")
-    parser.add_argument("--limit", type=int, default=64, help="Prompts per evaluation set.")
+    parser.add_argument("--limit", type=int, help="Prompts per evaluation set (default: EVAL_LIMITS per domain).")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--sft-steps", type=int, help="Override every example's SFT steps (quick runs).")
     parser.add_argument("--dpo-steps", type=int, help="Override every example's DPO steps.")
