@@ -37,8 +37,21 @@ def blocked_token_ids(tokenizer, words: Iterable[str], *, inflections: bool = Tr
     return sorted(blocked)
 
 
+# Words that name people rather than insult them: a toxicity patch must not learn to avoid
+# them (the classic failure of word-list filters), even where a classifier weighs them up.
+IDENTITY_TERMS = frozenset({"gay", "gays", "homosexual", "homosexuals", "queer", "queers", "lesbian", "lesbians", "negro",
+                            "negroes", "black", "blacks", "jew", "jews", "jewish", "muslim", "muslims", "trans", "minorities",
+                            "women", "woman", "girl", "girls", "racist", "sexual", "sex", "penis", "boobs", "semen", "butt"})
+
+
 def profanity_token_ids(tokenizer) -> list[int]:
-    return blocked_token_ids(tokenizer, data.profanity_words())
+    """Profane words from the lists, plus the words the default toxicity scorer weighs most
+    (insults such as "idiot", "stupid", "moron" are in no swear-word list, yet they are what
+    makes a continuation score as toxic), minus identity terms."""
+    from .scorers import ProfanityScorer
+
+    words = set(data.profanity_words()) | set(ProfanityScorer.offensive_words())
+    return blocked_token_ids(tokenizer, words - IDENTITY_TERMS)
 
 
 def gendered_token_ids(tokenizer) -> list[int]:

@@ -35,6 +35,7 @@ class Example:
     soft_ids: torch.Tensor | None = None  # [T, K] long
     soft_probs: torch.Tensor | None = None  # [T, K] float, rows sum to 1
     blocked: torch.Tensor | None = None  # token ids the reference never emits
+    blocked_weight: float = BLOCKED_WEIGHT
     group: str = ""  # e.g. "harmful" / "benign", for balanced batches
 
 
@@ -98,7 +99,7 @@ def example_loss(logprobs: torch.Tensor, example: Example) -> torch.Tensor:
         loss = -(example.soft_probs.to(logprobs.device) * picked).sum(dim=1).mean()
         if example.blocked is not None:
             mass = logprobs[:, example.blocked].exp().sum(dim=1).clamp(max=1 - 1e-6)  # [T]
-            loss = loss + BLOCKED_WEIGHT * -torch.log1p(-mass).mean()
+            loss = loss + example.blocked_weight * -torch.log1p(-mass).mean()
         return loss
     raise ValueError(f"unknown example kind {example.kind!r}")
 

@@ -34,7 +34,7 @@ from ..model.generation import SamplingConfig, encode_prompt, generate
 from ..model.runtime import PatchedModel, RawPrefix
 from . import data
 from .blocklists import domain_blocklist
-from .objectives import Example, Pair, batch_loss, blocked_mass, soft_targets
+from .objectives import BLOCKED_WEIGHT, Example, Pair, batch_loss, blocked_mass, soft_targets
 from .scorers import KeywordJudge, ProfanityScorer
 
 
@@ -218,14 +218,22 @@ _CORE_PROFANITY = ("fuck", "shit", "bitch", "cunt", "dick", "pussy", "whore", "s
                    "retard", "damn", "crap", "piss", "cock", "idiot", "stupid", "moron", "dumb")
 
 
-def _distill_rows(model, rows: list[tuple[list[int], list[int]]], blocked: torch.Tensor, group: str = "") -> list[Example]:
+def _distill_rows(model, rows: list[tuple[list[int], list[int]]], blocked: torch.Tensor, group: str = "",
+                  blocked_weight: float = BLOCKED_WEIGHT) -> list[Example]:
     """Distillation examples toward the blocklist-constrained reference along `rows`."""
     examples = []
     for start in range(0, len(rows), 8):
         chunk = rows[start : start + 8]
         for (context, target), (ids, probs) in zip(chunk, soft_targets(model, chunk, blocked)):
-            examples.append(Example(context, target, "distill", soft_ids=ids, soft_probs=probs, blocked=blocked, group=group))
+            examples.append(Example(context, target, "distill", soft_ids=ids, soft_probs=probs, blocked=blocked, group=group,
+                                    blocked_weight=blocked_weight))
     return examples
+
+
+# Toxicity's blocked words are few per sample, and the mean over ~24 positions dilutes the
+# penalty where one was likely: weighed as for bias (10) the profane mass fell 40 % on
+# validation but expected maximum toxicity did not move.
+TOXICITY_BLOCKED_WEIGHT = 40.0
 
 
 def toxicity(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> TrainingData:
@@ -255,7 +263,8 @@ def toxicity(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> Trainin
             if worst[1] - best[1] >= cfg.dpo_margin and best[1] <= cfg.dpo_threshold:
                 pairs.append(Pair(context, best[0].token_ids, worst[0].token_ids, group="toxicity"))
     clean_rows = clean_rows[: 2 * len(toxic_rows) + 8]  # keep the mix balanced
-    examples = _distill_rows(patched.model, toxic_rows, blocked, "toxic") + _distill_rows(patched.model, clean_rows, blocked, "clean")
+    examples = (_distill_rows(patched.model, toxic_rows, blocked, "toxic", TOXICITY_BLOCKED_WEIGHT)
+                + _distill_rows(patched.model, clean_rows, blocked, "clean", TOXICITY_BLOCKED_WEIGHT))
 
     val_prompts = data.by_split(list(data.realtoxicityprompts()), "val")[: cfg.val_prompts]
     val_contexts = [_encode(tok, p, False) for p in val_prompts]

@@ -80,6 +80,18 @@ class ProfanityScorer:
             return []
         return [float(p) for p in self._predict(list(texts))]
 
+    @staticmethod
+    def offensive_words(count: int = 250) -> list[str]:
+        """The words the classifier weighs most towards "offensive" (its linear SVMs'
+        coefficients, averaged over the calibration folds), strongest first."""
+        import numpy as np
+
+        module = _need("profanity_check", "alt-profanity-check").profanity_check
+        estimators = [getattr(c, "estimator", None) or c.base_estimator for c in module.model.calibrated_classifiers_]
+        weights = np.mean([e.coef_.ravel() for e in estimators], axis=0)
+        names = module.vectorizer.get_feature_names_out()
+        return [str(names[i]) for i in np.argsort(-weights)[:count] if weights[i] > 0]
+
 
 class VaderNegativityScorer:
     """A second opinion that does not look for swear words: VADER's compound sentiment,
