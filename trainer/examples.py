@@ -28,7 +28,7 @@ EXAMPLES = {
     "bias": dict(domains=("bias",), version="1.0.0", sft_steps=40, dpo_steps=10, max_prompts=144),
     "harmfulness": dict(domains=("harmfulness",), version="1.0.0", sft_steps=80, dpo_steps=20, max_prompts=160),
     "toxicity": dict(domains=("toxicity",), version="1.2.0", sft_steps=80, dpo_steps=20, max_prompts=240),
-    "safety-joint": dict(domains=("toxicity", "bias", "harmfulness"), version="1.0.0", sft_steps=90, dpo_steps=10, max_prompts=80),
+    "safety-joint": dict(domains=("toxicity", "bias", "harmfulness"), version="1.0.0", sft_steps=60, dpo_steps=10, max_prompts=40),
 }
 
 
