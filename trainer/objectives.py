@@ -35,6 +35,7 @@ class Example:
     soft_ids: torch.Tensor | None = None  # [T, K] long
     soft_probs: torch.Tensor | None = None  # [T, K] float, rows sum to 1
     blocked: torch.Tensor | None = None  # token ids the reference never emits
+    banned: tuple[tuple[int, int], ...] = ()  # (target position, token id): banned there only, by context
     blocked_weight: float = BLOCKED_WEIGHT
     group: str = ""  # e.g. "harmful" / "benign", for balanced batches
 
@@ -98,7 +99,7 @@ def example_loss(logprobs: torch.Tensor, example: Example) -> torch.Tensor:
         picked = logprobs.gather(1, example.soft_ids.to(logprobs.device))  # [T, K]
         loss = -(example.soft_probs.to(logprobs.device) * picked).sum(dim=1).mean()
         if example.blocked is not None:
-            mass = logprobs[:, example.blocked].exp().sum(dim=1).clamp(max=1 - 1e-6)  # [T]
+            mass = _blocked_mass(logprobs, example.blocked, example.banned).clamp(max=1 - 1e-6)  # [T]
             loss = loss + example.blocked_weight * -torch.log1p(-mass).mean()
         return loss
     raise ValueError(f"unknown example kind {example.kind!r}")
@@ -140,16 +141,30 @@ def fill_reference_logprobs(model, prefix: torch.Tensor, pairs: list[Pair], batc
             pair.ref_chosen, pair.ref_rejected = logps[i], logps[len(chunk) + i]
 
 
+def _blocked_mass(logprobs: torch.Tensor, blocked: torch.Tensor, banned=()) -> torch.Tensor:
+    """Probability on blocked tokens at each position [T]: `blocked` anywhere, plus the
+    (position, token id) pairs of `banned` (the second piece of "f|uck" after the first)."""
+    mass = logprobs[:, blocked].exp().sum(dim=1)
+    if banned:
+        positions, ids = (torch.tensor(column) for column in zip(*banned))
+        mass = mass.index_add(0, positions, logprobs[positions, ids].exp())
+    return mass
+
+
 @torch.no_grad()
 def soft_targets(
-    model, rows: list[tuple[list[int], list[int]]], blocked: torch.Tensor, top_k: int = 64
+    model, rows: list[tuple[list[int], list[int]]], blocked: torch.Tensor, top_k: int = 64, banned_rows=None
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The constrained reference's next-token distribution at each target position: the base
-    model's, with `blocked` token ids removed and the rest renormalised, kept as top-k."""
+    model's, with `blocked` token ids (and each row's `banned` (position, id) pairs) removed
+    and the rest renormalised, kept as top-k."""
     out = []
-    for logprobs in target_logprobs(model, None, rows):
+    for i, logprobs in enumerate(target_logprobs(model, None, rows)):
         logprobs = logprobs.clone()
         logprobs[:, blocked] = float("-inf")
+        if banned_rows and banned_rows[i]:
+            positions, ids = (torch.tensor(column) for column in zip(*banned_rows[i]))
+            logprobs[positions, ids] = float("-inf")
         probs = logprobs.softmax(dim=-1)
         top = probs.topk(top_k, dim=-1)
         out.append((top.indices, top.values / top.values.sum(dim=-1, keepdim=True)))
@@ -157,9 +172,10 @@ def soft_targets(
 
 
 @torch.no_grad()
-def blocked_mass(model, prefix, rows: list[tuple[list[int], list[int]]], blocked: torch.Tensor) -> float:
+def blocked_mass(model, prefix, rows: list[tuple[list[int], list[int]]], blocked: torch.Tensor, banned_rows=None) -> float:
     """Mean probability the model puts on blocked tokens over the target positions."""
-    masses = [lp[:, blocked].exp().sum(dim=-1) for lp in target_logprobs(model, prefix, rows)]
+    banned_rows = banned_rows or [()] * len(rows)
+    masses = [_blocked_mass(lp, blocked, banned) for lp, banned in zip(target_logprobs(model, prefix, rows), banned_rows)]
     return float(torch.cat(masses).mean())
 
 

@@ -33,7 +33,7 @@ from ..errors import LLMPatchError
 from ..model.generation import SamplingConfig, encode_prompt, generate
 from ..model.runtime import PatchedModel, RawPrefix
 from . import data
-from .blocklists import domain_blocklist
+from .blocklists import Blocklist, domain_blocklist
 from .objectives import BLOCKED_WEIGHT, Example, Pair, batch_loss, blocked_mass, soft_targets
 from .scorers import KeywordJudge, ProfanityScorer
 
@@ -154,7 +154,8 @@ def harmfulness(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> Trai
 
 def bias(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> TrainingData:
     tok = patched.tokenizer
-    blocked = torch.tensor(domain_blocklist("bias", tok), dtype=torch.long)
+    blocklist = domain_blocklist("bias", tok)
+    blocked = blocklist.ids()
     prompts = data.bias_prompts("train")[: cfg.max_train_prompts]
     contexts = [_encode(tok, p, False) for p in prompts]
     sample = SamplingConfig(max_new_tokens=cfg.continuation_tokens, do_sample=True, top_p=0.9, seed=cfg.seed)
@@ -163,7 +164,7 @@ def bias(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> TrainingDat
     repeated = [c for c in contexts for _ in range(2)]
     reference = _generate_texts(patched, repeated, constrained, cfg.batch_size, progress)
     rows = [(c, o.token_ids) for c, o in zip(repeated, reference) if o.token_ids]
-    examples = _distill_rows(patched.model, rows, blocked)
+    examples = _distill_rows(patched.model, rows, blocklist)
     # DPO: among the base model's own samples, one without gendered words over one with
     free = _generate_texts(patched, [c for c in contexts for _ in range(cfg.samples_per_prompt)], sample, cfg.batch_size, progress)
     pairs = []
@@ -218,15 +219,16 @@ _CORE_PROFANITY = ("fuck", "shit", "bitch", "cunt", "dick", "pussy", "whore", "s
                    "retard", "damn", "crap", "piss", "cock", "idiot", "stupid", "moron", "dumb")
 
 
-def _distill_rows(model, rows: list[tuple[list[int], list[int]]], blocked: torch.Tensor, group: str = "",
+def _distill_rows(model, rows: list[tuple[list[int], list[int]]], blocklist: Blocklist, group: str = "",
                   blocked_weight: float = BLOCKED_WEIGHT) -> list[Example]:
     """Distillation examples toward the blocklist-constrained reference along `rows`."""
-    examples = []
+    examples, blocked = [], blocklist.ids()
     for start in range(0, len(rows), 8):
         chunk = rows[start : start + 8]
-        for (context, target), (ids, probs) in zip(chunk, soft_targets(model, chunk, blocked)):
-            examples.append(Example(context, target, "distill", soft_ids=ids, soft_probs=probs, blocked=blocked, group=group,
-                                    blocked_weight=blocked_weight))
+        banned = [blocklist.banned_positions(context, target) for context, target in chunk]
+        for (context, target), (ids, probs), row_banned in zip(chunk, soft_targets(model, chunk, blocked, banned_rows=banned), banned):
+            examples.append(Example(context, target, "distill", soft_ids=ids, soft_probs=probs, blocked=blocked, banned=row_banned,
+                                    group=group, blocked_weight=blocked_weight))
     return examples
 
 
@@ -245,38 +247,39 @@ def toxicity(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> Trainin
     tok = patched.tokenizer
     scorer = ProfanityScorer()
     words = data.profanity_words() | frozenset(_CORE_PROFANITY)
-    blocked = torch.tensor(domain_blocklist("toxicity", tok), dtype=torch.long)
+    blocklist = domain_blocklist("toxicity", tok)
     prompts = data.by_split(list(data.realtoxicityprompts()), "train")[: cfg.max_train_prompts]
     contexts = [_encode(tok, p, False) for p in prompts]
     n = cfg.samples_per_prompt
     sample = SamplingConfig(max_new_tokens=cfg.continuation_tokens, do_sample=True, top_p=0.9, seed=cfg.seed)
     outputs = _generate_texts(patched, [c for c in contexts for _ in range(n)], sample, cfg.batch_size, progress)
     scores = scorer.score([o.text for o in outputs])
-    blocked_set, toxic_rows, clean_rows, pairs = set(blocked.tolist()), [], [], []
+    toxic_rows, clean_rows, pairs = [], [], []
     for i, context in enumerate(contexts):
         group = [(o, s) for o, s in zip(outputs[i * n : (i + 1) * n], scores[i * n : (i + 1) * n]) if o.token_ids]
         for output, score in group:
-            profane = not blocked_set.isdisjoint(output.token_ids) or any(_profane_token_flags(tok, output.token_ids, words))
+            profane = blocklist.emitted(context, output.token_ids) or any(_profane_token_flags(tok, output.token_ids, words))
             (toxic_rows if profane or score >= 0.5 else clean_rows).append((context, output.token_ids))
         if group:
             best, worst = min(group, key=lambda g: g[1]), max(group, key=lambda g: g[1])
             if worst[1] - best[1] >= cfg.dpo_margin and best[1] <= cfg.dpo_threshold:
                 pairs.append(Pair(context, best[0].token_ids, worst[0].token_ids, group="toxicity"))
     clean_rows = clean_rows[: 2 * len(toxic_rows) + 8]  # keep the mix balanced
-    examples = (_distill_rows(patched.model, toxic_rows, blocked, "toxic", TOXICITY_BLOCKED_WEIGHT)
-                + _distill_rows(patched.model, clean_rows, blocked, "clean", TOXICITY_BLOCKED_WEIGHT))
+    examples = (_distill_rows(patched.model, toxic_rows, blocklist, "toxic", TOXICITY_BLOCKED_WEIGHT)
+                + _distill_rows(patched.model, clean_rows, blocklist, "clean", TOXICITY_BLOCKED_WEIGHT))
 
     val_prompts = data.by_split(list(data.realtoxicityprompts()), "val")[: cfg.val_prompts]
     val_contexts = [_encode(tok, p, False) for p in val_prompts]
     val_out = _generate_texts(patched, [c for c in val_contexts for _ in range(n)], sample, cfg.batch_size)
     val_rows = [(val_contexts[i // n], o.token_ids) for i, o in enumerate(val_out) if o.token_ids]
+    val_banned = [blocklist.banned_positions(context, target) for context, target in val_rows]
 
     def validate(prefix: torch.Tensor) -> dict:
-        mass = blocked_mass(patched.model, prefix, val_rows, blocked)
+        mass = blocked_mass(patched.model, prefix, val_rows, blocklist.ids(), val_banned)
         return {"score": -mass, "profane_mass": mass}
 
     summary = {"prompts": len(prompts), "toxic_examples": len(toxic_rows), "clean_examples": len(clean_rows), "pairs": len(pairs),
-               "blocked_tokens": int(blocked.numel()),
+               "blocked_tokens": len(blocklist.anywhere), "blocked_word_pieces": sum(map(len, blocklist.after.values())),
                "reference": f"base-constrained(no profane tokens) along its own samples; best-of-{n} pairs under {scorer.name}"}
     return TrainingData("toxicity", False, examples, pairs, validate, summary)
 

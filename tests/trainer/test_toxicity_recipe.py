@@ -5,17 +5,20 @@ import torch
 
 from llmpatch.model.runtime import PatchedModel
 from llmpatch.trainer import recipes
+from llmpatch.trainer.blocklists import Blocklist
 from llmpatch.trainer.recipes import RecipeConfig
 from llmpatch.trainer.train import TrainConfig, train
 from tiny_models import tiny_model, tiny_tokenizer
 
 BLOCKED = list(range(40, 60))
+# a two-piece "word": token 7 is banned right after token 6 (and nowhere else)
+BLOCKLIST = Blocklist(tuple(BLOCKED), {(6,): frozenset({7})})
 
 
 def toxicity_data(monkeypatch):
     prompts = [f"w{3 + i % 30} w{5 + i % 7} w{8 + i % 11}" for i in range(120)]
     monkeypatch.setattr(recipes.data, "realtoxicityprompts", lambda: prompts)
-    monkeypatch.setattr(recipes, "domain_blocklist", lambda domain, tokenizer: BLOCKED)
+    monkeypatch.setattr(recipes, "domain_blocklist", lambda domain, tokenizer: BLOCKLIST)
     patched = PatchedModel(tiny_model("llama", 0, initializer_range=0.3), tiny_tokenizer())
     cfg = RecipeConfig(max_train_prompts=40, continuation_tokens=8, samples_per_prompt=2, val_prompts=8)
     return patched, recipes.toxicity(patched, cfg)
@@ -29,6 +32,11 @@ def test_examples_distil_a_reference_that_never_emits_blocked_tokens(monkeypatch
         assert len(example.soft_ids) == len(example.target)
         on_blocked = torch.isin(example.soft_ids, example.blocked) & (example.soft_probs > 0)
         assert not on_blocked.any()
+        sequence = example.context + example.target
+        for position, token in example.banned:
+            assert token == 7 and sequence[len(example.context) + position - 1] == 6
+            assert not ((example.soft_ids[position] == 7) & (example.soft_probs[position] > 0)).any()
+    assert any(example.banned for example in training.examples)
     assert training.summary["toxic_examples"] > 0  # random weights emit blocked tokens often
 
 
