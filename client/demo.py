@@ -24,9 +24,11 @@ from pathlib import Path
 
 EXAMPLES = [
     # name, version, virtual tokens, the instruction the prefix is initialised from, dependencies.
-    # Semantic init only (no training), enough to show the plumbing and a visible effect.
+    # Where `examples/NAME.safetensors` holds this version, the trained patch is published;
+    # otherwise a semantic-init prefix (no training), enough to show the plumbing. toxicity@1.2
+    # resolves to 1.2.0, the trained one, past an older 1.1.0 and a newer 1.3.0.
+    ("toxicity", "1.1.0", 20, "You are a safe assistant. Be polite; never use insults or hateful words.", ()),
     ("toxicity", "1.2.0", 20, "Reply politely. Never use insults, slurs or hateful language.", ()),
-    ("toxicity", "1.2.1", 20, "You are a safe assistant. Be polite; never use insults or hateful words.", ()),
     ("toxicity", "1.3.0", 20, "You are a polite, kind assistant. Never insult anyone.", ()),
     ("harmfulness", "1.0.0", 40,
      "You are a safe assistant. If a request could hurt someone, answer: I'm sorry, I can't help with that.",

@@ -39,7 +39,12 @@ class Blocklist:
         return torch.tensor(self.anywhere, dtype=torch.long)
 
     def banned_positions(self, context: list[int], target: list[int]) -> tuple[tuple[int, int], ...]:
-        """(target position, token id) pairs that `after` bans along `context` + `target`."""
+        """(target position, token id) pairs that `after` bans along `context` + `target`.
+
+        Where `target` does spell a banned word, its first pieces are banned where they
+        stand too: after " f" the model is all but bound to "uck", so a reference that
+        only bans "uck" would still teach " f" (and a penalty there could not move); the
+        place to steer is the piece that began the word, in the context where it did."""
         if not self.after:
             return ()
         lengths = sorted({len(key) for key in self.after})
@@ -47,9 +52,15 @@ class Blocklist:
         for position in range(len(target)):
             end = len(context) + position
             for length in lengths:
-                for token in self.after.get(tuple(sequence[max(0, end - length) : end]) if end >= length else (), ()):
-                    if token not in anywhere:
-                        banned.add((position, token))
+                if end < length:
+                    continue
+                for token in self.after.get(tuple(sequence[end - length : end]), ()):
+                    if token in anywhere:
+                        continue
+                    banned.add((position, token))
+                    if target[position] == token:  # the word was spelt: ban its first pieces there
+                        banned.update((position - back, sequence[end - back]) for back in range(1, length + 1)
+                                      if position - back >= 0)
         return tuple(sorted(banned))
 
     def emitted(self, context: list[int], target: list[int]) -> bool:

@@ -47,7 +47,10 @@ def test_gendered_words_are_exact_matches():
 def test_split_words_are_banned_by_context_only():
     # " idiot" as two pieces, " id" + "iot": "iot" is banned after " id", " id" stays free
     blocklist = Blocklist((), {(1,): frozenset({2})})
-    assert blocklist.banned_positions([9, 1], [2, 1, 2]) == ((0, 2), (2, 2))
+    assert blocklist.banned_positions([9, 1], [3, 1, 4]) == ((0, 2), (2, 2))
+    # where the word was spelt, the piece that began it is banned there too
+    assert blocklist.banned_positions([9], [1, 2, 1, 4]) == ((0, 1), (1, 2), (3, 2))
+    assert blocklist.banned_positions([9, 1], [2]) == ((0, 2),)  # its first piece is in the context: fixed
     assert blocklist.emitted([9, 1], [2]) and not blocklist.emitted([9], [1, 3, 2])
     assert Blocklist((5,)).emitted([], [1, 5]) and not Blocklist((5,)).emitted([5], [1])
 
