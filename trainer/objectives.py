@@ -174,9 +174,20 @@ def soft_targets(
 @torch.no_grad()
 def blocked_mass(model, prefix, rows: list[tuple[list[int], list[int]]], blocked: torch.Tensor, banned_rows=None) -> float:
     """Mean probability the model puts on blocked tokens over the target positions."""
+    return blocked_mass_and_nll(model, prefix, rows, blocked, banned_rows)[0]
+
+
+@torch.no_grad()
+def blocked_mass_and_nll(model, prefix, rows: list[tuple[list[int], list[int]]], blocked: torch.Tensor,
+                         banned_rows=None) -> tuple[float, float]:
+    """The mean blocked mass, and the mean negative log-likelihood of the target tokens (a
+    prefix that buys a low mass by flattening every distribution raises it)."""
     banned_rows = banned_rows or [()] * len(rows)
-    masses = [_blocked_mass(lp, blocked, banned) for lp, banned in zip(target_logprobs(model, prefix, rows), banned_rows)]
-    return float(torch.cat(masses).mean())
+    masses, nlls = [], []
+    for logprobs, banned, (_, target) in zip(target_logprobs(model, prefix, rows), banned_rows, rows):
+        masses.append(_blocked_mass(logprobs, blocked, banned))
+        nlls.append(-logprobs.gather(1, torch.tensor(target, device=logprobs.device)[:, None]).squeeze(1))
+    return float(torch.cat(masses).mean()), float(torch.cat(nlls).mean())
 
 
 @dataclass

@@ -34,7 +34,7 @@ from ..model.generation import SamplingConfig, encode_prompt, generate
 from ..model.runtime import PatchedModel, RawPrefix
 from . import data
 from .blocklists import Blocklist, domain_blocklist
-from .objectives import BLOCKED_WEIGHT, Example, Pair, batch_loss, blocked_mass, soft_targets
+from .objectives import BLOCKED_WEIGHT, Example, Pair, batch_loss, blocked_mass, blocked_mass_and_nll, soft_targets
 from .scorers import KeywordJudge, ProfanityScorer
 
 
@@ -233,9 +233,12 @@ def _distill_rows(model, rows: list[tuple[list[int], list[int]]], blocklist: Blo
 
 
 # Toxicity's blocked words are few per sample, and the mean over ~24 positions dilutes the
-# penalty where one was likely: weighed as for bias (10) the profane mass fell 40 % on
-# validation but expected maximum toxicity did not move.
-TOXICITY_BLOCKED_WEIGHT = 40.0
+# penalty where one was likely. Weighed at 40 the expected maximum toxicity fell 34 %, but the
+# prefix flattened the model's distributions (perplexity 3.5x); 20, and checkpoints chosen
+# under a likelihood budget, trade some of that back.
+TOXICITY_BLOCKED_WEIGHT = 20.0
+TOXICITY_NLL_TOLERANCE = 1.10  # mean NLL of the base's own samples may rise 10 % (~ +30 % perplexity)
+TOXICITY_FLUENCY_SLOPE = 4.0
 
 
 def toxicity(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> TrainingData:
@@ -273,10 +276,14 @@ def toxicity(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> Trainin
     val_out = _generate_texts(patched, [c for c in val_contexts for _ in range(n)], sample, cfg.batch_size)
     val_rows = [(val_contexts[i // n], o.token_ids) for i, o in enumerate(val_out) if o.token_ids]
     val_banned = [blocklist.banned_positions(context, target) for context, target in val_rows]
+    base_mass, base_nll = blocked_mass_and_nll(patched.model, None, val_rows, blocklist.ids(), val_banned)
 
     def validate(prefix: torch.Tensor) -> dict:
-        mass = blocked_mass(patched.model, prefix, val_rows, blocklist.ids(), val_banned)
-        return {"score": -mass, "profane_mass": mass}
+        mass, nll = blocked_mass_and_nll(patched.model, prefix, val_rows, blocklist.ids(), val_banned)
+        # Less profane mass, but not bought by flattening every distribution: with the
+        # penalty weighed at 40, the chosen prefix had 3.5x the base's perplexity.
+        fluency_cost = TOXICITY_FLUENCY_SLOPE * max(0.0, nll / base_nll - TOXICITY_NLL_TOLERANCE)
+        return {"score": -mass / max(base_mass, 1e-9) - fluency_cost, "profane_mass": mass, "nll": nll, "base_nll": base_nll}
 
     summary = {"prompts": len(prompts), "toxic_examples": len(toxic_rows), "clean_examples": len(clean_rows), "pairs": len(pairs),
                "blocked_tokens": len(blocklist.anywhere), "blocked_word_pieces": sum(map(len, blocklist.after.values())),

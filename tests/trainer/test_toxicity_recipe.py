@@ -1,6 +1,7 @@
 """The toxicity recipe on a tiny model: dense distillation toward the blocklist-constrained
 reference along the model's own samples lowers the mass on blocked tokens."""
 
+import pytest
 import torch
 
 from llmpatch.model.runtime import PatchedModel
@@ -50,3 +51,15 @@ def test_training_lowers_the_blocked_mass_on_validation_samples(monkeypatch):
     result = train(patched, cfg, datasets=[training])
     after = result.best["toxicity"]["profane_mass"]
     assert after < before * 0.8, (before, after)  # 0.18 -> 0.13 on this tiny random model
+
+
+def test_validation_charges_a_prefix_that_flattens_the_model(monkeypatch):
+    patched, training = toxicity_data(monkeypatch)
+    base = training.validate(None)
+    assert base["score"] == -1.0 and base["nll"] == base["base_nll"]  # the base model: its own mass, no fluency cost
+    hidden = patched.model.get_input_embeddings().weight.shape[1]
+    noise = torch.randn(4, hidden, generator=torch.Generator().manual_seed(0)) * 50  # drowns the prompt out
+    flattened = training.validate(noise)
+    assert flattened["nll"] > base["nll"] * 1.1
+    charged = recipes.TOXICITY_FLUENCY_SLOPE * (flattened["nll"] / base["nll"] - recipes.TOXICITY_NLL_TOLERANCE)
+    assert flattened["score"] == pytest.approx(-flattened["profane_mass"] / base["profane_mass"] - charged)
