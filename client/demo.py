@@ -162,6 +162,13 @@ def main(argv=None) -> int:
     _patch("run", args.prompt, "--project", project, "--compare", "--max-new-tokens", args.max_new_tokens, "--json",
            capture=(answers := []))
     _show_scores(args.prompt, json.loads("".join(answers)))
+    # Patches trained apart can undo each other when stacked (README, "Composition"): the
+    # trained toxicity patch cancels the harmfulness patch's refusal. Show it with one patch.
+    _say("\nPatches trained separately can interfere when stacked; the same prompt with the harmfulness patch alone:")
+    _patch("remove", "toxicity", "--project", project)
+    _patch("run", args.prompt, "--project", project, "--compare", "--max-new-tokens", args.max_new_tokens, "--json",
+           capture=(answers := []))
+    _show_scores(args.prompt, json.loads("".join(answers)))
     server.should_exit = True
     _say(f"\nDone in {time.monotonic() - started:.0f} s. Project files: `{project / 'patches.toml'}`, `{project / 'patches.lock'}`")
     return 0
