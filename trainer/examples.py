@@ -208,7 +208,8 @@ def write_results(out_dir: Path) -> Path:
             lines += ["", f"Training: {train['seconds'] / 60:.1f} min wall for the patch (data building included), best step "
                       f"{train['best_step']}. Data: {data}."
                       + (f" LoRA r={lora['rank']} ({lora['trainable_parameters']:,} parameters): {lora['seconds'] / 60:.1f} min "
-                         f"for {lora['steps']} steps on the same batches." if lora else "")]
+                         f"for {lora['steps']} steps on the same batches" + (f" ({lora['note']})" if "note" in lora else "") + "."
+                         if lora else "")]
         lines.append("")
     composition = out_dir / "composition.eval.json"
     if composition.exists():
