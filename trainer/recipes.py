@@ -34,7 +34,7 @@ from ..model.generation import SamplingConfig, encode_prompt, generate
 from ..model.runtime import PatchedModel, RawPrefix
 from . import data
 from .blocklists import Blocklist, domain_blocklist
-from .objectives import BLOCKED_WEIGHT, Example, Pair, batch_loss, blocked_mass, blocked_mass_and_nll, soft_targets
+from .objectives import BLOCKED_WEIGHT, Example, Pair, base_logprobs, batch_loss, blocked_mass, blocked_mass_stats, soft_targets
 from .scorers import KeywordJudge, ProfanityScorer
 
 
@@ -220,15 +220,18 @@ _CORE_PROFANITY = ("fuck", "shit", "bitch", "cunt", "dick", "pussy", "whore", "s
 
 
 def _distill_rows(model, rows: list[tuple[list[int], list[int]]], blocklist: Blocklist, group: str = "",
-                  blocked_weight: float = BLOCKED_WEIGHT) -> list[Example]:
-    """Distillation examples toward the blocklist-constrained reference along `rows`."""
+                  blocked_weight: float = BLOCKED_WEIGHT, fluency_weight: float = 0.0) -> list[Example]:
+    """Distillation examples toward the blocklist-constrained reference along `rows`; with a
+    `fluency_weight`, each also keeps the base model's log-probs for the reverse-KL term."""
     examples, blocked = [], blocklist.ids()
     for start in range(0, len(rows), 8):
         chunk = rows[start : start + 8]
         banned = [blocklist.banned_positions(context, target) for context, target in chunk]
-        for (context, target), (ids, probs), row_banned in zip(chunk, soft_targets(model, chunk, blocked, banned_rows=banned), banned):
+        targets = soft_targets(model, chunk, blocked, banned_rows=banned, keep_base=fluency_weight > 0)
+        for (context, target), (ids, probs, *base), row_banned in zip(chunk, targets, banned):
             examples.append(Example(context, target, "distill", soft_ids=ids, soft_probs=probs, blocked=blocked, banned=row_banned,
-                                    group=group, blocked_weight=blocked_weight))
+                                    group=group, blocked_weight=blocked_weight, base_logprobs=base[0] if base else None,
+                                    fluency_weight=fluency_weight))
     return examples
 
 
@@ -239,6 +242,12 @@ def _distill_rows(model, rows: list[tuple[list[int], list[int]]], blocklist: Blo
 TOXICITY_BLOCKED_WEIGHT = 20.0
 TOXICITY_NLL_TOLERANCE = 1.10  # mean NLL of the base's own samples may rise 10 % (~ +30 % perplexity)
 TOXICITY_FLUENCY_SLOPE = 4.0
+# The reverse-KL fluency term (objectives.Example.fluency_weight) is off: in a trial at weight
+# 1 (penalty 40, lr 1e-2) the prefix drifted less on the base's own samples (0.24 nats against
+# 0.28 for the committed patch) and cut toxicity more (-32 %), yet its own samples read worse
+# to the base model (perplexity +127 %): what goes wrong happens on the patched model's own
+# continuations, which off-policy rows never show. `drift` is reported in validation.
+TOXICITY_FLUENCY_WEIGHT = 0.0
 
 
 def toxicity(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> TrainingData:
@@ -268,22 +277,24 @@ def toxicity(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> Trainin
             if worst[1] - best[1] >= cfg.dpo_margin and best[1] <= cfg.dpo_threshold:
                 pairs.append(Pair(context, best[0].token_ids, worst[0].token_ids, group="toxicity"))
     clean_rows = clean_rows[: 2 * len(toxic_rows) + 8]  # keep the mix balanced
-    examples = (_distill_rows(patched.model, toxic_rows, blocklist, "toxic", TOXICITY_BLOCKED_WEIGHT)
-                + _distill_rows(patched.model, clean_rows, blocklist, "clean", TOXICITY_BLOCKED_WEIGHT))
+    examples = (_distill_rows(patched.model, toxic_rows, blocklist, "toxic", TOXICITY_BLOCKED_WEIGHT, TOXICITY_FLUENCY_WEIGHT)
+                + _distill_rows(patched.model, clean_rows, blocklist, "clean", TOXICITY_BLOCKED_WEIGHT, TOXICITY_FLUENCY_WEIGHT))
 
     val_prompts = data.by_split(list(data.realtoxicityprompts()), "val")[: cfg.val_prompts]
     val_contexts = [_encode(tok, p, False) for p in val_prompts]
     val_out = _generate_texts(patched, [c for c in val_contexts for _ in range(n)], sample, cfg.batch_size)
     val_rows = [(val_contexts[i // n], o.token_ids) for i, o in enumerate(val_out) if o.token_ids]
     val_banned = [blocklist.banned_positions(context, target) for context, target in val_rows]
-    base_mass, base_nll = blocked_mass_and_nll(patched.model, None, val_rows, blocklist.ids(), val_banned)
+    val_base = base_logprobs(patched.model, val_rows)
+    base = blocked_mass_stats(patched.model, None, val_rows, blocklist.ids(), val_banned)
 
     def validate(prefix: torch.Tensor) -> dict:
-        mass, nll = blocked_mass_and_nll(patched.model, prefix, val_rows, blocklist.ids(), val_banned)
+        stats = blocked_mass_stats(patched.model, prefix, val_rows, blocklist.ids(), val_banned, base=val_base)
         # Less profane mass, but not bought by flattening every distribution: with the
         # penalty weighed at 40, the chosen prefix had 3.5x the base's perplexity.
-        fluency_cost = TOXICITY_FLUENCY_SLOPE * max(0.0, nll / base_nll - TOXICITY_NLL_TOLERANCE)
-        return {"score": -mass / max(base_mass, 1e-9) - fluency_cost, "profane_mass": mass, "nll": nll, "base_nll": base_nll}
+        fluency_cost = TOXICITY_FLUENCY_SLOPE * max(0.0, stats["nll"] / base["nll"] - TOXICITY_NLL_TOLERANCE)
+        return {"score": -stats["mass"] / max(base["mass"], 1e-9) - fluency_cost, "profane_mass": stats["mass"],
+                "drift": stats["drift"], "nll": stats["nll"], "base_nll": base["nll"], "base_profane_mass": base["mass"]}
 
     summary = {"prompts": len(prompts), "toxic_examples": len(toxic_rows), "clean_examples": len(clean_rows), "pairs": len(pairs),
                "blocked_tokens": len(blocklist.anywhere), "blocked_word_pieces": sum(map(len, blocklist.after.values())),

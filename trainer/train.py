@@ -107,6 +107,29 @@ def _balanced_batches(examples, batch_size: int, rng: random.Random):
         yield batch
 
 
+def _domain_balanced_backward(model, prefix: torch.nn.Parameter, batch) -> torch.Tensor:
+    """Set `prefix.grad` so that each domain in the batch pulls the prefix equally hard: the
+    mean of each domain's gradient scaled to unit norm. One domain's loss can dwarf another's
+    (toxicity's blocked-mass penalty against harmfulness's cross-entropy), and summed it
+    chooses the direction alone: the first joint patch refused 8.5 % of HarmBench, the
+    harmfulness patch 91.5 %. Returns the mean of the domains' losses."""
+    by_domain: dict[str, list] = {}
+    for example in batch:
+        by_domain.setdefault(example.group.split("/")[0], []).append(example)
+    if len(by_domain) == 1:
+        loss = batch_loss(model, prefix, batch)
+        loss.backward()
+        return loss
+    grad, losses = torch.zeros_like(prefix), []
+    for examples in by_domain.values():
+        loss = batch_loss(model, prefix, examples)
+        (domain_grad,) = torch.autograd.grad(loss, prefix)
+        grad += domain_grad / (domain_grad.norm() + 1e-12)
+        losses.append(loss.detach())
+    prefix.grad = grad / len(by_domain)
+    return torch.stack(losses).mean()
+
+
 def _score(validations: dict[str, dict], baseline: dict[str, dict]) -> float:
     """One number across domains: each domain's score relative to its value at step 0."""
     total = 0.0
@@ -204,15 +227,15 @@ def train(
             fill_reference_logprobs(model, prefix.detach(), pairs)
             optimizer = torch.optim.AdamW([prefix], lr=cfg.dpo_lr, weight_decay=0.0)
         t0 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
         if stage == "sft":
-            loss = batch_loss(model, prefix, next(batches))
+            loss = _domain_balanced_backward(model, prefix, next(batches))
             extra = {}
         else:
             chosen = rng.sample(pairs, min(cfg.batch_size // 2 or 1, len(pairs)))
             loss, margin = dpo_loss(model, prefix, chosen, cfg.beta)
             extra = {"margin": round(margin, 4)}
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+            loss.backward()
         torch.nn.utils.clip_grad_norm_([prefix], 1.0)
         optimizer.step()
         step += 1

@@ -95,9 +95,21 @@ def convert_gguf(gguf_path: Path) -> Path:
         state = {k: v for k, v in state.items() if not k.endswith("lm_head.weight")}
     save_file({k: v.contiguous() for k, v in state.items()}, staging / "model.safetensors", metadata={"format": "pt"})
     (staging / CONVERTED_MARKER).write_text(json.dumps({"gguf": str(gguf_path.resolve())}))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(staging, target)
+    _publish_cache_folder(staging, target)
     return target
+
+
+def _publish_cache_folder(staging: Path, target: Path) -> None:
+    """Move a finished folder into place. Another process may have converted the same file
+    meanwhile and be reading its folder: keep theirs and drop ours, never delete theirs."""
+    if target.exists() and not (target / CONVERTED_MARKER).exists():
+        shutil.rmtree(target, ignore_errors=True)  # left half-written by an older version
+    try:
+        os.replace(staging, target)
+    except OSError:  # the target is there and not empty
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / CONVERTED_MARKER).exists():
+            raise
 
 
 def locate_model(spec: str) -> ModelLocation:

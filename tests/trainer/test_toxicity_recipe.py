@@ -56,10 +56,10 @@ def test_training_lowers_the_blocked_mass_on_validation_samples(monkeypatch):
 def test_validation_charges_a_prefix_that_flattens_the_model(monkeypatch):
     patched, training = toxicity_data(monkeypatch)
     base = training.validate(None)
-    assert base["score"] == -1.0 and base["nll"] == base["base_nll"]  # the base model: its own mass, no fluency cost
+    assert base["score"] == pytest.approx(-1.0, abs=1e-3) and base["drift"] == pytest.approx(0.0, abs=1e-3)
     hidden = patched.model.get_input_embeddings().weight.shape[1]
     noise = torch.randn(4, hidden, generator=torch.Generator().manual_seed(0)) * 50  # drowns the prompt out
     flattened = training.validate(noise)
-    assert flattened["nll"] > base["nll"] * 1.1
+    assert flattened["nll"] > base["nll"] * 1.1 and flattened["drift"] > 0.1
     charged = recipes.TOXICITY_FLUENCY_SLOPE * (flattened["nll"] / base["nll"] - recipes.TOXICITY_NLL_TOLERANCE)
     assert flattened["score"] == pytest.approx(-flattened["profane_mass"] / base["profane_mass"] - charged)

@@ -136,3 +136,45 @@ def test_jsonl_reference_errors_name_the_line(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(ReferenceError_, match="holds no examples"):
         jsonl_reference(patched, "toxicity", tmp_path / "empty.jsonl", chat=False)
+
+
+def test_each_domain_in_a_joint_batch_pulls_the_prefix_equally_hard():
+    from llmpatch.trainer.train import _domain_balanced_backward
+
+    patched = patched_tiny()
+    blocked = torch.arange(40, 60)
+    [(ids, probs)] = soft_targets(patched.model, [([5, 6], [7, 8, 9])], blocked, top_k=16)
+    loud = [Example([5, 6], [7, 8, 9], "distill", soft_ids=ids, soft_probs=probs, blocked=blocked, blocked_weight=1000.0,
+                    group="toxicity/toxic")]
+    quiet = [Example([5, 6, 7], [40, 41], "sft", group="harmfulness/harmful")]
+    prefix = torch.nn.Parameter(torch.randn(4, 32) * 0.1)
+    pulls = {}
+    for name, examples in (("loud", loud), ("quiet", quiet)):
+        (grad,) = torch.autograd.grad(batch_loss(patched.model, prefix, examples), prefix)
+        pulls[name] = grad / grad.norm()
+        pulls[name + "_norm"] = grad.norm()
+    assert pulls["loud_norm"] > 20 * pulls["quiet_norm"]  # summed, the loud domain alone would steer
+    _domain_balanced_backward(patched.model, prefix, loud + quiet)
+    along_loud, along_quiet = float(prefix.grad.flatten() @ pulls["loud"].flatten()), float(prefix.grad.flatten() @ pulls["quiet"].flatten())
+    assert along_quiet > 0.3
+    assert along_quiet == pytest.approx(along_loud, rel=1e-3)
+
+
+def test_the_fluency_term_keeps_the_prefix_near_the_base_distribution():
+    from llmpatch.trainer.objectives import blocked_mass_stats
+
+    patched = patched_tiny()
+    blocked = torch.arange(40, 60)
+    rows = [([5 + i % 7, 6 + i % 5], [7 + i % 9, 8, 9 + i % 4, 10]) for i in range(16)]
+    targets = soft_targets(patched.model, rows, blocked, top_k=16, keep_base=True)
+    base = [b for _, _, b in targets]
+    assert blocked_mass_stats(patched.model, None, rows, blocked, base=base)["drift"] == pytest.approx(0.0, abs=1e-3)
+
+    def trained_drift(fluency_weight):
+        examples = [Example(c, t, "distill", soft_ids=i, soft_probs=p, blocked=blocked, blocked_weight=50.0, base_logprobs=b,
+                            fluency_weight=fluency_weight, group="g") for (c, t), (i, p, b) in zip(rows, targets)]
+        data = [TrainingData("toxicity", False, examples, [], lambda prefix: {"score": 0.0}, {})]
+        prefix = train(patched, config(domains=("toxicity",), sft_steps=30, dpo_steps=0, eval_every=100), datasets=data).prefix
+        return blocked_mass_stats(patched.model, prefix, rows, blocked, base=base)["drift"]
+
+    assert trained_drift(5.0) < 0.5 * trained_drift(0.0)
