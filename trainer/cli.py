@@ -31,13 +31,15 @@ REFERENCE_HELP = (
 @click.option("--sft-steps", default=80, show_default=True)
 @click.option("--dpo-steps", default=20, show_default=True)
 @click.option("--batch-size", default=8, show_default=True)
-@click.option("--lr", default=3e-3, show_default=True, help="SFT learning rate (1e-3..5e-3 works for short runs).")
+@click.option("--lr", default=3e-3, show_default=True, help="SFT learning rate (1e-3..5e-3 for harmfulness and bias; the toxicity example uses 1e-2).")
 @click.option("--dpo-lr", default=3e-4, show_default=True)
 @click.option("--beta", default=0.1, show_default=True, help="DPO temperature.")
 @click.option("--margin", default=0.3, show_default=True, help="DPO pairs: minimum scorer gap between rejected and chosen.")
 @click.option("--threshold", default=0.2, show_default=True, help="DPO pairs: the chosen side must score at most this unsafe.")
 @click.option("--max-prompts", default=400, show_default=True, help="Training prompts per domain.")
 @click.option("--eval-every", default=10, show_default=True, help="Validate (and keep the best prefix) every N steps.")
+@click.option("--refresh-every", default=20, show_default=True,
+              help="Toxicity: every N SFT steps, add rows along the patched model's own continuations (0: never).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path), help="Save resumable checkpoints here.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --checkpoint-dir.")
@@ -48,7 +50,7 @@ REFERENCE_HELP = (
 @click.option("--threads", type=int, help="torch threads [default: all cores].")
 @json_option
 def train_cmd(domains, model, reference, name, version, output, n_virtual_tokens, init_text, sft_steps, dpo_steps, batch_size,
-              lr, dpo_lr, beta, margin, threshold, max_prompts, eval_every, seed, checkpoint_dir, resume, sign, key_prefix,
+              lr, dpo_lr, beta, margin, threshold, max_prompts, eval_every, refresh_every, seed, checkpoint_dir, resume, sign, key_prefix,
               license_, description, threads, as_json):
     """Train a policy patch: SFT toward a safer reference, then DPO on safe-vs-unsafe pairs.
 
@@ -74,7 +76,7 @@ def train_cmd(domains, model, reference, name, version, output, n_virtual_tokens
     recipe = RecipeConfig(max_train_prompts=max_prompts, dpo_margin=margin, dpo_threshold=threshold, seed=seed)
     cfg = TrainConfig(domains=tuple(domains), n_virtual_tokens=n_virtual_tokens, init_text=init_text, sft_steps=sft_steps,
                       dpo_steps=dpo_steps, batch_size=batch_size, lr=lr, dpo_lr=dpo_lr, beta=beta, eval_every=eval_every,
-                      seed=seed, recipe=recipe)
+                      refresh_every=refresh_every, seed=seed, recipe=recipe)
     note(f"Loading `{model}`...")
     loaded = load_model(model)
     patched = PatchedModel(loaded.model, loaded.tokenizer, loaded.fingerprint)

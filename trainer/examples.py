@@ -27,11 +27,12 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 EXAMPLES = {
     "bias": dict(domains=("bias",), version="1.0.0", sft_steps=40, dpo_steps=10, max_prompts=144),
     "harmfulness": dict(domains=("harmfulness",), version="1.0.0", sft_steps=80, dpo_steps=20, max_prompts=160),
-    "toxicity": dict(domains=("toxicity",), version="1.2.0", sft_steps=80, dpo_steps=20, max_prompts=240),
+    # lr 1e-2: at 3e-3 the profane mass had fallen 3 % after 30 steps, at 1e-2 22 % after 20
+    "toxicity": dict(domains=("toxicity",), version="1.2.0", sft_steps=80, dpo_steps=20, max_prompts=240, lr=1e-2),
     # Harmfulness first: the prefix starts from its instruction (refusal is the slowest to
-    # learn: a batch holds ~1.6 harmful rows of 8, against 4 in the harmfulness patch). Even so
-    # validation refusal was 8-17 % until step 140 and 29 % at 150 (README, Results).
-    "safety-joint": dict(domains=("harmfulness", "toxicity", "bias"), version="1.0.0", sft_steps=150, dpo_steps=20, max_prompts=80),
+    # learn: a batch holds 2 harmful rows of 8, against 4 in the harmfulness patch). With each
+    # domain's gradient weighed equally, the best step of a 150-step run was 80 (README, Results).
+    "safety-joint": dict(domains=("harmfulness", "toxicity", "bias"), version="1.0.0", sft_steps=120, dpo_steps=20, max_prompts=80),
 }
 
 
@@ -47,7 +48,7 @@ def train_example(name: str, spec: dict, loaded, patched, with_lora: bool, out_d
     from .train import INIT_TEXTS, TrainConfig, train
 
     cfg = TrainConfig(domains=spec["domains"], sft_steps=spec["sft_steps"], dpo_steps=spec["dpo_steps"],
-                      recipe=RecipeConfig(max_train_prompts=spec["max_prompts"]))
+                      recipe=RecipeConfig(max_train_prompts=spec["max_prompts"]), **({"lr": spec["lr"]} if "lr" in spec else {}))
     started = time.perf_counter()
     datasets = build_reference_data(patched, cfg, None)
     _say(f"[{name}] data built in {time.perf_counter() - started:.0f}s: {[d.summary for d in datasets]}")

@@ -63,6 +63,9 @@ class TrainingData:
     pairs: list[Pair]
     validate: Callable[[torch.Tensor], dict]  # prefix -> {"score": higher is better, ...}
     summary: dict = field(default_factory=dict)
+    # (prefix, round) -> on-policy rows: examples along the patched model's own continuations,
+    # which replace the previous round's (TrainConfig.refresh_every); None for fixed data
+    refresh: Callable[[torch.Tensor, int], list[Example]] | None = None
 
 
 def _generate_texts(patched: PatchedModel, contexts: list[list[int]], cfg: SamplingConfig, batch: int, progress=None):
@@ -236,12 +239,16 @@ def _distill_rows(model, rows: list[tuple[list[int], list[int]]], blocklist: Blo
 
 
 # Toxicity's blocked words are few per sample, and the mean over ~24 positions dilutes the
-# penalty where one was likely. Weighed at 40 the expected maximum toxicity fell 34 %, but the
-# prefix flattened the model's distributions (perplexity 3.5x); 20, and checkpoints chosen
-# under a likelihood budget, trade some of that back.
-TOXICITY_BLOCKED_WEIGHT = 20.0
-TOXICITY_NLL_TOLERANCE = 1.10  # mean NLL of the base's own samples may rise 10 % (~ +30 % perplexity)
+# penalty where one was likely: it is weighed 40. Alone that flattened the model (expected
+# maximum toxicity -34 %, perplexity 3.5x); on-policy rows and checkpoints chosen by the
+# fluency of the patched model's own text are what keep it readable.
+TOXICITY_BLOCKED_WEIGHT = 40.0
+# Fluency is judged on the patched model's own continuations, as the evaluation does: their
+# mean NLL under the base model, against the base model's own samples. 1.12 is +12 % nats,
+# about +40 % perplexity at SmolLM2's ~17 (the target allows +50 %).
+TOXICITY_NLL_TOLERANCE = 1.12
 TOXICITY_FLUENCY_SLOPE = 4.0
+TOXICITY_REFRESH_PROMPTS = 32  # train prompts sampled with the current prefix per refresh
 # The reverse-KL fluency term (objectives.Example.fluency_weight) is off: in a trial at weight
 # 1 (penalty 40, lr 1e-2) the prefix drifted less on the base's own samples (0.24 nats against
 # 0.28 for the committed patch) and cut toxicity more (-32 %), yet its own samples read worse
@@ -287,19 +294,36 @@ def toxicity(patched: PatchedModel, cfg: RecipeConfig, progress=None) -> Trainin
     val_banned = [blocklist.banned_positions(context, target) for context, target in val_rows]
     val_base = base_logprobs(patched.model, val_rows)
     base = blocked_mass_stats(patched.model, None, val_rows, blocklist.ids(), val_banned)
+    own_contexts = val_contexts * 2  # two continuations per prompt, sampled as the evaluation does
 
     def validate(prefix: torch.Tensor) -> dict:
         stats = blocked_mass_stats(patched.model, prefix, val_rows, blocklist.ids(), val_banned, base=val_base)
-        # Less profane mass, but not bought by flattening every distribution: with the
-        # penalty weighed at 40, the chosen prefix had 3.5x the base's perplexity.
-        fluency_cost = TOXICITY_FLUENCY_SLOPE * max(0.0, stats["nll"] / base["nll"] - TOXICITY_NLL_TOLERANCE)
+        # Less profane mass, but not bought by losing fluency. Judged on base samples alone,
+        # a prefix that read them well (NLL +10 %) wrote text the base model found 1.7-2.3x
+        # as perplexing: its failures start at its own odd tokens, so read its own samples.
+        own = [(c, o.token_ids) for c, o in zip(own_contexts, _generate_with_prefix(patched, prefix, own_contexts, sample, cfg.batch_size))
+               if o.token_ids]
+        own_nll = blocked_mass_stats(patched.model, None, own, blocklist.ids())["nll"] if own else float("inf")
+        fluency_cost = TOXICITY_FLUENCY_SLOPE * max(0.0, own_nll / base["nll"] - TOXICITY_NLL_TOLERANCE)
         return {"score": -stats["mass"] / max(base["mass"], 1e-9) - fluency_cost, "profane_mass": stats["mass"],
-                "drift": stats["drift"], "nll": stats["nll"], "base_nll": base["nll"], "base_profane_mass": base["mass"]}
+                "own_nll": own_nll, "drift": stats["drift"], "nll": stats["nll"], "base_nll": base["nll"],
+                "base_profane_mass": base["mass"]}
+
+    def refresh(prefix: torch.Tensor, k: int) -> list[Example]:
+        """Distillation rows along the patched model's own continuations of the k-th slice of
+        train prompts: where the prefix has led the model somewhere odd, the constrained base
+        model shows the way back (on-policy distillation, as in GKD)."""
+        chosen = [contexts[(k * TOXICITY_REFRESH_PROMPTS + i) % len(contexts)] for i in range(TOXICITY_REFRESH_PROMPTS)]
+        repeated = [c for c in chosen for _ in range(n)]
+        draw = SamplingConfig(**{**sample.__dict__, "seed": cfg.seed + 1 + k})
+        rows = [(c, o.token_ids) for c, o in zip(repeated, _generate_with_prefix(patched, prefix, repeated, draw, cfg.batch_size))
+                if o.token_ids]
+        return _distill_rows(patched.model, rows, blocklist, "own", TOXICITY_BLOCKED_WEIGHT, TOXICITY_FLUENCY_WEIGHT)
 
     summary = {"prompts": len(prompts), "toxic_examples": len(toxic_rows), "clean_examples": len(clean_rows), "pairs": len(pairs),
                "blocked_tokens": len(blocklist.anywhere), "blocked_word_pieces": sum(map(len, blocklist.after.values())),
                "reference": f"base-constrained(no profane tokens) along its own samples; best-of-{n} pairs under {scorer.name}"}
-    return TrainingData("toxicity", False, examples, pairs, validate, summary)
+    return TrainingData("toxicity", False, examples, pairs, validate, summary, refresh)
 
 
 # ------------------------------------------------------------------ other references
@@ -327,17 +351,18 @@ def jsonl_reference(patched: PatchedModel, domain: str, path: Path, chat: bool) 
     return TrainingData(domain, chat, examples, [], lambda prefix: {"score": 0.0}, {"reference": f"jsonl:{Path(path).name}", "examples": len(examples)})
 
 
-def _generate_with_prefix(patched: PatchedModel, prefix: torch.Tensor, contexts, cfg: SamplingConfig, batch: int):
+def _generate_with_prefix(patched: PatchedModel, prefix: torch.Tensor | None, contexts, cfg: SamplingConfig, batch: int):
     """Generate with an in-training prefix; its cache entry is dropped afterwards, since the
     prefix changes with every step."""
     global _validation_round
     _validation_round += 1
-    stand_in = RawPrefix(prefix.detach().float().numpy(), f"training-prefix-{_validation_round}")
+    stand_in = RawPrefix(prefix.detach().float().numpy(), f"training-prefix-{_validation_round}") if prefix is not None else None
     outputs = []
     for start in range(0, len(contexts), batch):
         chunk = contexts[start : start + batch]
-        outputs += generate(patched, chunk, [[stand_in]] * len(chunk), cfg)
-    patched.prefix_cache.forget([stand_in])
+        outputs += generate(patched, chunk, [[stand_in] if stand_in else []] * len(chunk), cfg)
+    if stand_in:
+        patched.prefix_cache.forget([stand_in])
     return outputs
 
 

@@ -53,6 +53,7 @@ class TrainConfig:
     beta: float = 0.1
     eval_every: int = 10
     checkpoint_every: int = 20
+    refresh_every: int = 20  # SFT steps between on-policy refreshes (recipes that have them); 0: never
     seed: int = 0
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
 
@@ -63,6 +64,8 @@ class TrainConfig:
         for name in ("n_virtual_tokens", "batch_size", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+        if self.refresh_every < 0:
+            raise TrainingError(f"`refresh_every` must be 0 (never) or more, got {self.refresh_every}")
         if self.sft_steps < 0 or self.dpo_steps < 0 or self.sft_steps + self.dpo_steps == 0:
             raise TrainingError("give at least one SFT or DPO step")
         if not 0 < self.lr < 1 or not 0 < self.dpo_lr < 1:
@@ -105,6 +108,13 @@ def _balanced_batches(examples, batch_size: int, rng: random.Random):
                 rng.shuffle(queues[name])
             batch.append(queues[name].pop())
         yield batch
+
+
+def _in_domain(data: TrainingData, examples: list) -> list:
+    """Name each example's group after its domain too, so batches balance across domains."""
+    for example in examples:
+        example.group = f"{data.domain}/{example.group}"
+    return examples
 
 
 def _domain_balanced_backward(model, prefix: torch.nn.Parameter, batch) -> torch.Tensor:
@@ -177,8 +187,7 @@ def train(
     if not examples and cfg.sft_steps:
         raise TrainingError("the reference produced no training examples", hint="check the prompt sets and the reference")
     for d in datasets:  # balance across domains as well as across groups within one
-        for e in d.examples:
-            e.group = f"{d.domain}/{e.group}"
+        _in_domain(d, d.examples)
 
     init = prefix_from_text(model, patched.tokenizer, cfg.init_text or INIT_TEXTS[cfg.domains[0]], cfg.n_virtual_tokens)
     prefix = torch.nn.Parameter(init.clone())
@@ -214,10 +223,24 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = cfg.dpo_lr
 
-    batches = _balanced_batches(examples, cfg.batch_size, rng) if examples else None
+    def refreshed_batches():
+        """Batches over the fixed rows plus on-policy rows for the prefix as it is now. Seeded
+        by the step, so a run resumed at a refresh step (checkpoints fall on them by default)
+        draws the same rows and batches; resumed between two, the rows are drawn with the
+        prefix of the resume step instead of the last refresh's."""
+        round_ = step // cfg.refresh_every - 1
+        rows = examples + [e for d in datasets if d.refresh for e in _in_domain(d, d.refresh(prefix.detach(), round_))]
+        rng.seed(cfg.seed + step)
+        return _balanced_batches(rows, cfg.batch_size, rng)
+
+    refreshing = bool(cfg.refresh_every) and any(d.refresh for d in datasets)
+    between_refreshes = refreshing and cfg.refresh_every < step < cfg.sft_steps and step % cfg.refresh_every
+    batches = refreshed_batches() if between_refreshes else _balanced_batches(examples, cfg.batch_size, rng) if examples else None
     total = cfg.sft_steps + cfg.dpo_steps
     while step < total:
         stage = "sft" if step < cfg.sft_steps else "dpo"
+        if stage == "sft" and refreshing and step and step % cfg.refresh_every == 0:
+            batches = refreshed_batches()
         if stage == "dpo" and step == cfg.sft_steps:
             if not pairs:
                 break  # no preference pairs survived the filters: SFT is the result

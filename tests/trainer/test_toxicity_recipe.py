@@ -53,13 +53,36 @@ def test_training_lowers_the_blocked_mass_on_validation_samples(monkeypatch):
     assert after < before * 0.8, (before, after)  # 0.18 -> 0.13 on this tiny random model
 
 
-def test_validation_charges_a_prefix_that_flattens_the_model(monkeypatch):
+def test_validation_charges_a_prefix_whose_own_text_the_base_model_finds_unlikely(monkeypatch):
     patched, training = toxicity_data(monkeypatch)
     base = training.validate(None)
     assert base["score"] == pytest.approx(-1.0, abs=1e-3) and base["drift"] == pytest.approx(0.0, abs=1e-3)
     hidden = patched.model.get_input_embeddings().weight.shape[1]
     noise = torch.randn(4, hidden, generator=torch.Generator().manual_seed(0)) * 50  # drowns the prompt out
     flattened = training.validate(noise)
-    assert flattened["nll"] > base["nll"] * 1.1 and flattened["drift"] > 0.1
-    charged = recipes.TOXICITY_FLUENCY_SLOPE * (flattened["nll"] / base["nll"] - recipes.TOXICITY_NLL_TOLERANCE)
+    assert flattened["own_nll"] > base["base_nll"] * recipes.TOXICITY_NLL_TOLERANCE and flattened["drift"] > 0.1
+    charged = recipes.TOXICITY_FLUENCY_SLOPE * (flattened["own_nll"] / base["base_nll"] - recipes.TOXICITY_NLL_TOLERANCE)
     assert flattened["score"] == pytest.approx(-flattened["profane_mass"] / base["profane_mass"] - charged)
+
+
+def test_refreshed_rows_follow_the_patched_models_own_continuations(monkeypatch):
+    patched, training = toxicity_data(monkeypatch)
+    hidden = patched.model.get_input_embeddings().weight.shape[1]
+    prefix = torch.randn(4, hidden, generator=torch.Generator().manual_seed(1))
+    rows = training.refresh(prefix, 0)
+    assert rows and {e.group for e in rows} == {"own"}
+    assert training.refresh(prefix, 0)[0].target == rows[0].target  # seeded by the round
+    assert [e.context for e in training.refresh(prefix, 1)] != [e.context for e in rows]  # the next slice of prompts
+    base_rows = {tuple(e.target) for e in training.examples}
+    assert sum(tuple(e.target) not in base_rows for e in rows) > len(rows) // 2  # not the base model's samples
+
+
+def test_training_refreshes_on_policy_rows_on_schedule(monkeypatch):
+    patched, training = toxicity_data(monkeypatch)
+    rounds = []
+    original = training.refresh
+    training.refresh = lambda prefix, k: rounds.append(k) or original(prefix, k)
+    cfg = TrainConfig(domains=("toxicity",), n_virtual_tokens=4, init_text="w10 w11", sft_steps=12, dpo_steps=0,
+                      batch_size=6, refresh_every=5, eval_every=6)
+    train(patched, cfg, datasets=[training])
+    assert rounds == [0, 1]  # at steps 5 and 10
