@@ -44,6 +44,9 @@ def test_examples_distil_a_reference_that_never_emits_blocked_tokens(monkeypatch
 
 
 def test_training_lowers_the_blocked_mass_on_validation_samples(monkeypatch):
+    # checkpoints by mass alone: a random model's own text is no fluency yardstick (that
+    # charge has its own test below)
+    monkeypatch.setattr(recipes, "TOXICITY_FLUENCY_SLOPE", 0.0)
     patched, training = toxicity_data(monkeypatch)
     before = training.validate(None)["profane_mass"]
     cfg = TrainConfig(domains=("toxicity",), n_virtual_tokens=4, init_text="w10 w11", sft_steps=40, dpo_steps=0,
