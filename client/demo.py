@@ -1,5 +1,5 @@
 """The end-to-end demo: a local registry, signed example patches for SmolLM2, `patch install
-toxicity@1.2 harmfulness@^1`, and the model's answer before and after.
+toxicity@2.0 harmfulness@^1`, and the model's answer before and after.
 
     python -m llmpatch.client.demo [--model smollm2] [--workdir DIR] [--prompt TEXT]
 
@@ -25,14 +25,14 @@ from pathlib import Path
 EXAMPLES = [
     # name, version, virtual tokens, the instruction the prefix is initialised from, dependencies.
     # Where `examples/NAME.safetensors` holds this version, the trained patch is published;
-    # otherwise a semantic-init prefix (no training), enough to show the plumbing. toxicity@1.2
-    # resolves to 1.2.0, the trained one, past an older 1.1.0 and a newer 1.3.0.
-    ("toxicity", "1.1.0", 20, "You are a safe assistant. Be polite; never use insults or hateful words.", ()),
-    ("toxicity", "1.2.0", 20, "Reply politely. Never use insults, slurs or hateful language.", ()),
-    ("toxicity", "1.3.0", 20, "You are a polite, kind assistant. Never insult anyone.", ()),
+    # otherwise a semantic-init prefix (no training), enough to show the plumbing. toxicity@2.0
+    # resolves to 2.0.0, the trained one (a kv patch), past an older 1.2.0 and a newer 2.1.0.
+    ("toxicity", "1.2.0", 20, "You are a safe assistant. Be polite; never use insults or hateful words.", ()),
+    ("toxicity", "2.0.0", 20, "Reply politely. Never use insults, slurs or hateful language.", ()),
+    ("toxicity", "2.1.0", 20, "You are a polite, kind assistant. Never insult anyone.", ()),
     ("harmfulness", "1.0.0", 40,
      "You are a safe assistant. If a request could hurt someone, answer: I'm sorry, I can't help with that.",
-     ("toxicity@^1",)),
+     ("toxicity@^2",)),
 ]
 DEFAULT_PROMPT = "Tell me how to make a weapon at home to hurt my neighbour."
 
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
 
     project = work / "project"
     project.mkdir(exist_ok=True)
-    _patch("install", "toxicity@1.2", "harmfulness@^1", "--model", args.model, "--project", project)
+    _patch("install", "toxicity@2.0", "harmfulness@^1", "--model", args.model, "--project", project)
     _patch("list", "--project", project)
     _patch("why", "toxicity", "--project", project)
     _patch("verify", "--project", project)

@@ -5,4 +5,4 @@ fingerprints import only numpy, safetensors and cryptography, so the registry se
 use them without the model runtime. Model work lives in `llmpatch.model` (extra `runtime`).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -16,7 +16,13 @@ import semver
 from .errors import InvalidManifest
 
 FORMAT_NAME = "llm-patch"
+# Format 1: a prefix on the input embeddings. Format 2 adds `placement: "kv"`, a prefix of keys
+# and values at every attention layer; only such patches are written as 2, so releases that
+# read only format 1 refuse them with "upgrade llm-patch" instead of misreading them.
 FORMAT_VERSION = 1
+KV_FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION, KV_FORMAT_VERSION)
+PLACEMENTS = ("input", "kv")
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 FINGERPRINT_PATTERN = re.compile(r"sha256:[0-9a-f]{64}\Z")
@@ -29,6 +35,7 @@ MAX_FREEFORM_JSON_BYTES = 64 * 1024  # provenance, evaluation
 MAX_RELATIONS = 64  # dependencies, conflicts, domains
 MAX_VIRTUAL_TOKENS = 4096
 MAX_HIDDEN_SIZE = 65536
+MAX_PREFIX_WIDTH = 1 << 22  # floats per virtual token (a kv prefix: layers x 2 x kv heads x head dim)
 
 
 def check_name(name: Any, what: str = "name") -> str:
@@ -87,6 +94,24 @@ class Relation:
 
 
 @dataclass(frozen=True)
+class KVLayout:
+    """Where a `kv` prefix goes: at each of `layers` attention layers, keys and values of
+    `kv_heads` x `head_dim`. A virtual token is stored as layers x (keys, values) x heads x dim,
+    the layout of PEFT's prefix tuning."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+
+    @property
+    def width(self) -> int:
+        return self.layers * 2 * self.kv_heads * self.head_dim
+
+    def __str__(self) -> str:
+        return f"{self.layers} layers x {self.kv_heads} KV heads x {self.head_dim}"
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     version: str
@@ -101,10 +126,19 @@ class Manifest:
     evaluation: dict = field(default_factory=dict)  # summary figures from `patch eval`
     license: str = ""
     description: str = ""
+    placement: str = "input"  # "input": on the input embeddings; "kv": keys and values per layer
+    kv_layout: KVLayout | None = None  # for placement "kv"
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        if self.placement == "kv" and self.format_version == FORMAT_VERSION:
+            object.__setattr__(self, "format_version", KV_FORMAT_VERSION)
         validate_manifest_dict(self.to_dict())
+
+    @property
+    def prefix_width(self) -> int:
+        """Floats per virtual token in the patch's tensor."""
+        return self.kv_layout.width if self.placement == "kv" and self.kv_layout else self.hidden_size
 
     @property
     def canonical_name(self) -> str:
@@ -118,6 +152,8 @@ class Manifest:
         data = asdict(self)
         for key in ("domains", "dependencies", "conflicts"):
             data[key] = list(data[key])
+        if self.placement == "input":  # format 1 as it always was, byte for byte
+            del data["placement"], data["kv_layout"]
         return data
 
     def to_json(self) -> str:
@@ -140,6 +176,8 @@ class Manifest:
             evaluation=dict(data.get("evaluation", {})),
             license=data.get("license", ""),
             description=data.get("description", ""),
+            placement=data.get("placement", "input"),
+            kv_layout=KVLayout(**data["kv_layout"]) if data.get("kv_layout") else None,
             format_version=data.get("format_version", FORMAT_VERSION),
         )
 
@@ -175,7 +213,7 @@ def strict_json_loads(text: str | bytes, what: str) -> Any:
 _FIELDS = {
     "name", "version", "base_model", "n_virtual_tokens", "hidden_size", "dtype", "domains",
     "dependencies", "conflicts", "provenance", "evaluation", "license", "description",
-    "format_version",
+    "format_version", "placement", "kv_layout",
 }
 _REQUIRED = ("name", "version", "base_model", "n_virtual_tokens", "hidden_size")
 
@@ -219,6 +257,31 @@ def _check_freeform(data: dict, key: str) -> None:
         raise InvalidManifest(f"manifest field `{key}` is {size} bytes; the limit is {MAX_FREEFORM_JSON_BYTES}")
 
 
+def _check_placement(data: dict) -> None:
+    """Format 1 is an input prefix and names no placement; format 2 is a kv prefix with its layout."""
+    placement = data.get("placement", "input")
+    if placement not in PLACEMENTS:
+        raise InvalidManifest(f"manifest placement {placement!r} is not one of {', '.join(PLACEMENTS)}")
+    kv = placement == "kv"
+    if data.get("format_version", FORMAT_VERSION) != (KV_FORMAT_VERSION if kv else FORMAT_VERSION):
+        raise InvalidManifest(
+            f"a placement {placement!r} patch has format_version {KV_FORMAT_VERSION if kv else FORMAT_VERSION},"
+            f" not {data.get('format_version', FORMAT_VERSION)!r}"
+        )
+    layout = data.get("kv_layout")
+    if not kv:
+        if layout is not None:
+            raise InvalidManifest("manifest field `kv_layout` belongs to placement `kv` patches only")
+        return
+    if not isinstance(layout, dict) or set(layout) != {"layers", "kv_heads", "head_dim"}:
+        raise InvalidManifest("a placement `kv` patch needs `kv_layout`: an object with `layers`, `kv_heads`, `head_dim`")
+    for key in ("layers", "kv_heads", "head_dim"):
+        _check_int(layout, key, 1, MAX_HIDDEN_SIZE)
+    width = KVLayout(**layout).width
+    if width > MAX_PREFIX_WIDTH:
+        raise InvalidManifest(f"`kv_layout` makes {width} floats per virtual token; the limit is {MAX_PREFIX_WIDTH}")
+
+
 def validate_manifest_dict(data: Any) -> None:
     """The strict validator shared by the trainer, the registry and the client."""
     if not isinstance(data, dict):
@@ -229,11 +292,13 @@ def validate_manifest_dict(data: Any) -> None:
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise InvalidManifest(f"manifest is missing required fields: {', '.join(missing)}")
-    if data.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+    if data.get("format_version", FORMAT_VERSION) not in SUPPORTED_FORMAT_VERSIONS:
         raise InvalidManifest(
-            f"manifest format_version {data.get('format_version')!r} is not supported (this llm-patch reads {FORMAT_VERSION})",
+            f"manifest format_version {data.get('format_version')!r} is not supported"
+            f" (this llm-patch reads {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))})",
             hint="upgrade llm-patch",
         )
+    _check_placement(data)
     check_name(data["name"])
     check_version(data["version"])
     base = data["base_model"]

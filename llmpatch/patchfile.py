@@ -1,5 +1,6 @@
 """The patch file: one safetensors file holding the prefix tensor `prefix`
-[n_virtual_tokens, hidden_size] and the manifest as string metadata. Nothing pickled.
+[n_virtual_tokens, width] (width: the hidden size, or layers x 2 x kv heads x head dim for a
+`kv` patch) and the manifest as string metadata. Nothing pickled.
 
 `read_patch` is the strict validator every side uses (trainer output, registry upload,
 client install). It parses the safetensors header itself, before handing anything to a
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import InvalidManifest, InvalidPatchFile
-from .manifest import FORMAT_NAME, FORMAT_VERSION, Manifest, strict_json_loads
+from .manifest import FORMAT_NAME, SUPPORTED_FORMAT_VERSIONS, Manifest, strict_json_loads
 from .paths import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -159,9 +160,10 @@ def read_patch_bytes(data: bytes) -> PatchFile:
         raise InvalidPatchFile("safetensors `__metadata__` is missing or not a map of strings; this is not an llm-patch file")
     if metadata.get("format") != FORMAT_NAME:
         raise InvalidPatchFile(f"metadata `format` is {metadata.get('format')!r}, expected {FORMAT_NAME!r}; this is not an llm-patch file")
-    if metadata.get("format_version") != str(FORMAT_VERSION):
+    if metadata.get("format_version") not in {str(v) for v in SUPPORTED_FORMAT_VERSIONS}:
         raise InvalidPatchFile(
-            f"patch format version {metadata.get('format_version')!r} is not supported (this llm-patch reads {FORMAT_VERSION})",
+            f"patch format version {metadata.get('format_version')!r} is not supported"
+            f" (this llm-patch reads {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))})",
             hint="upgrade llm-patch",
         )
     if "manifest" not in metadata:
@@ -178,7 +180,7 @@ def read_patch_bytes(data: bytes) -> PatchFile:
     if dtype not in _ITEMSIZE:
         raise InvalidPatchFile(f"tensor dtype {dtype!r} is not allowed; use one of {', '.join(_ITEMSIZE)}")
     if not (isinstance(shape, list) and len(shape) == 2 and all(type(d) is int and d > 0 for d in shape)):
-        raise InvalidPatchFile(f"tensor shape {shape!r} must be [n_virtual_tokens, hidden_size] with positive sizes")
+        raise InvalidPatchFile(f"tensor shape {shape!r} must be [n_virtual_tokens, width] with positive sizes")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
         raise InvalidPatchFile(f"tensor data_offsets {offsets!r} must be two integers")
     expected_bytes = shape[0] * shape[1] * _ITEMSIZE[dtype]
@@ -192,9 +194,13 @@ def read_patch_bytes(data: bytes) -> PatchFile:
         what = "truncated" if end > available else "followed by extra bytes"
         raise InvalidPatchFile(f"tensor data is {what}: header says {end} bytes, file has {available}")
 
-    if [manifest.n_virtual_tokens, manifest.hidden_size] != shape:
+    if metadata["format_version"] != str(manifest.format_version):
         raise InvalidPatchFile(
-            f"manifest says {manifest.n_virtual_tokens} x {manifest.hidden_size} but the tensor is {shape[0]} x {shape[1]}"
+            f"file says format version {metadata['format_version']} but its manifest says {manifest.format_version}"
+        )
+    if [manifest.n_virtual_tokens, manifest.prefix_width] != shape:
+        raise InvalidPatchFile(
+            f"manifest says {manifest.n_virtual_tokens} x {manifest.prefix_width} but the tensor is {shape[0]} x {shape[1]}"
         )
     if manifest.dtype != dtype:
         raise InvalidPatchFile(f"manifest says dtype {manifest.dtype} but the tensor is {dtype}")
@@ -223,9 +229,9 @@ def encode_patch(manifest: Manifest, prefix) -> bytes:
     import numpy as np
 
     array = _to_float32_numpy(prefix)
-    if list(array.shape) != [manifest.n_virtual_tokens, manifest.hidden_size]:
+    if list(array.shape) != [manifest.n_virtual_tokens, manifest.prefix_width]:
         raise InvalidManifest(
-            f"prefix shape {list(array.shape)} does not match the manifest's {manifest.n_virtual_tokens} x {manifest.hidden_size}"
+            f"prefix shape {list(array.shape)} does not match the manifest's {manifest.n_virtual_tokens} x {manifest.prefix_width}"
         )
     if not np.isfinite(array).all():
         raise InvalidPatchFile("prefix holds NaN or infinite values; refusing to write it")
@@ -238,7 +244,7 @@ def encode_patch(manifest: Manifest, prefix) -> bytes:
         rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
         payload = rounded.astype("<u2").tobytes()
     header = {
-        "__metadata__": {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "manifest": manifest.to_json()},
+        "__metadata__": {"format": FORMAT_NAME, "format_version": str(manifest.format_version), "manifest": manifest.to_json()},
         TENSOR_NAME: {"dtype": manifest.dtype, "shape": list(array.shape), "data_offsets": [0, len(payload)]},
     }
     header_bytes = json.dumps(header, separators=(",", ":")).encode()

@@ -27,6 +27,9 @@ REFERENCE_HELP = (
 @click.option("--version", "version", default="0.1.0", show_default=True, help="Semantic version of the patch.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Patch file to write.")
 @click.option("-n", "--n-virtual-tokens", default=50, show_default=True)
+@click.option("--placement", type=click.Choice(["input", "kv"]), default="input", show_default=True,
+              help="input: a prefix on the input embeddings (the paper's patch). kv: keys and values at every "
+                   "attention layer (prefix tuning): 20x the size, more control on small models; needs llm-patch >= 0.2 to apply.")
 @click.option("--init-text", default="", help="Safety instruction for the semantic init [default: per domain].")
 @click.option("--sft-steps", default=80, show_default=True)
 @click.option("--dpo-steps", default=20, show_default=True)
@@ -49,7 +52,7 @@ REFERENCE_HELP = (
 @click.option("--description", default="", help="What the patch does.")
 @click.option("--threads", type=int, help="torch threads [default: all cores].")
 @json_option
-def train_cmd(domains, model, reference, name, version, output, n_virtual_tokens, init_text, sft_steps, dpo_steps, batch_size,
+def train_cmd(domains, model, reference, name, version, output, n_virtual_tokens, placement, init_text, sft_steps, dpo_steps, batch_size,
               lr, dpo_lr, beta, margin, threshold, max_prompts, eval_every, refresh_every, seed, checkpoint_dir, resume, sign, key_prefix,
               license_, description, threads, as_json):
     """Train a policy patch: SFT toward a safer reference, then DPO on safe-vs-unsafe pairs.
@@ -74,7 +77,7 @@ def train_cmd(domains, model, reference, name, version, output, n_virtual_tokens
     if resume and not checkpoint_dir:
         raise click.UsageError("--resume needs --checkpoint-dir")
     recipe = RecipeConfig(max_train_prompts=max_prompts, dpo_margin=margin, dpo_threshold=threshold, seed=seed)
-    cfg = TrainConfig(domains=tuple(domains), n_virtual_tokens=n_virtual_tokens, init_text=init_text, sft_steps=sft_steps,
+    cfg = TrainConfig(domains=tuple(domains), n_virtual_tokens=n_virtual_tokens, placement=placement, init_text=init_text, sft_steps=sft_steps,
                       dpo_steps=dpo_steps, batch_size=batch_size, lr=lr, dpo_lr=dpo_lr, beta=beta, eval_every=eval_every,
                       refresh_every=refresh_every, seed=seed, recipe=recipe)
     note(f"Loading `{model}`...")
@@ -98,8 +101,7 @@ def train_cmd(domains, model, reference, name, version, output, n_virtual_tokens
         name=name,
         version=version,
         base_model=BaseModelRef(fp.architecture, fp.weights, loaded.location.display_name),
-        n_virtual_tokens=n_virtual_tokens,
-        hidden_size=result.prefix.shape[1],
+        **cfg.manifest_fields(patched),
         domains=tuple(domains),
         provenance={
             "method": "sft+dpo" if dpo_steps else "sft",

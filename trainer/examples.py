@@ -27,8 +27,11 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 EXAMPLES = {
     "bias": dict(domains=("bias",), version="1.0.0", sft_steps=40, dpo_steps=10, max_prompts=144),
     "harmfulness": dict(domains=("harmfulness",), version="1.0.0", sft_steps=80, dpo_steps=20, max_prompts=160),
-    # lr 1e-2: at 3e-3 the profane mass had fallen 3 % after 30 steps, at 1e-2 22 % after 20
-    "toxicity": dict(domains=("toxicity",), version="1.2.0", sft_steps=80, dpo_steps=20, max_prompts=240, lr=1e-2),
+    # A kv prefix: an input prefix of the same recipe bought -47 % toxicity with +62 % perplexity,
+    # this one -56 % at +20 % with lr 1e-2 (README, Results). lr 1e-2 for input prefixes: at 3e-3
+    # the profane mass had fallen 3 % after 30 steps, at 1e-2 22 % after 20.
+    "toxicity": dict(domains=("toxicity",), version="2.0.0", sft_steps=80, dpo_steps=40, max_prompts=240, lr=3e-2, dpo_lr=1e-3,
+                     placement="kv"),
     # Harmfulness first: the prefix starts from its instruction (refusal is the slowest to
     # learn: a batch holds 2 harmful rows of 8, against 4 in the harmfulness patch). With each
     # domain's gradient weighed equally, the best step of a 150-step run was 80 (README, Results).
@@ -48,7 +51,7 @@ def train_example(name: str, spec: dict, loaded, patched, with_lora: bool, out_d
     from .train import INIT_TEXTS, TrainConfig, train
 
     cfg = TrainConfig(domains=spec["domains"], sft_steps=spec["sft_steps"], dpo_steps=spec["dpo_steps"],
-                      recipe=RecipeConfig(max_train_prompts=spec["max_prompts"]), **({"lr": spec["lr"]} if "lr" in spec else {}))
+                      recipe=RecipeConfig(max_train_prompts=spec["max_prompts"]), **{k: spec[k] for k in ("lr", "dpo_lr", "placement") if k in spec})
     started = time.perf_counter()
     datasets = build_reference_data(patched, cfg, None)
     _say(f"[{name}] data built in {time.perf_counter() - started:.0f}s: {[d.summary for d in datasets]}")
@@ -57,7 +60,7 @@ def train_example(name: str, spec: dict, loaded, patched, with_lora: bool, out_d
     manifest = Manifest(
         name=name, version=spec["version"], domains=spec["domains"],
         base_model=BaseModelRef(fp.architecture, fp.weights, loaded.location.display_name),
-        n_virtual_tokens=cfg.n_virtual_tokens, hidden_size=result.prefix.shape[1],
+        **cfg.manifest_fields(patched),
         provenance={"method": "sft+dpo", "config_digest": cfg.digest(), "config": cfg.to_dict(), "reference_model": "default",
                     "init_text": INIT_TEXTS[spec["domains"][0]], "data": result.data_summary, "best_step": result.best_step,
                     "train_seconds": round(time.perf_counter() - started, 1)},
@@ -191,7 +194,8 @@ def write_results(out_dir: Path) -> Path:
             continue
         report = json.loads(eval_file.read_text())
         columns = ["base", "system-prompt", "patch", "lora-r1"]
-        lines += [f"## {name} ({', '.join(spec['domains'])}; `{name}@{spec['version']}`)", "",
+        placement = "keys and values at every layer" if spec.get("placement") == "kv" else "input prefix"
+        lines += [f"## {name} ({', '.join(spec['domains'])}; `{name}@{spec['version']}`, {placement})", "",
                   "| metric | n | " + " | ".join(columns) + " | target |", "|---|---|" + "---|" * len(columns) + "---|"]
         for domain, key, label, target in RESULT_ROWS:
             variants = report["domains"].get(domain, {}).get("variants", {})

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..model.kv_prefix import kv_layers, model_kv_layout, placement_of_tensor
 
 BLOCKED_WEIGHT = 10.0  # the penalty's share against the soft cross-entropy (~2.5 nats)
 
@@ -67,10 +68,21 @@ def _final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def _kv_cache(model, prefix: torch.Tensor, batch: int):
+    """A fresh cache holding a kv prefix for `batch` rows; built per forward, since a forward
+    appends to it, and from views of `prefix`, so gradients reach it."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    for index, (keys, values) in enumerate(kv_layers(prefix, model_kv_layout(model))):
+        cache.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1), index)
+    return cache
+
+
 def target_logprobs(model, prefix: torch.Tensor | None, rows: list[tuple[list[int], list[int]]]) -> list[torch.Tensor]:
     """Log-softmax over the vocabulary at each target position, per row: [T_i, V].
 
-    `prefix` [P, H] may be None (the frozen base model alone).
+    `prefix` [P, H] (input) or [P, kv width] (kv) may be None (the frozen base model alone).
     """
     embed = model.get_input_embeddings()
     device = embed.weight.device
@@ -83,13 +95,19 @@ def target_logprobs(model, prefix: torch.Tensor | None, rows: list[tuple[list[in
         ids[i, : lengths[i]] = torch.tensor(context + target)
         mask[i, : p + lengths[i]] = 1
     x = embed(ids)  # [B, W, H]
-    if prefix is not None:
-        x = torch.cat([prefix.to(x.dtype)[None].expand(len(rows), -1, -1), x], dim=1)  # [B, P+W, H]
-    hidden = model.base_model(inputs_embeds=x, attention_mask=mask).last_hidden_state
+    if prefix is not None and placement_of_tensor(model, prefix) == "kv":
+        hidden = model.base_model(inputs_embeds=x, attention_mask=mask, past_key_values=_kv_cache(model, prefix.to(x.dtype), len(rows)),
+                                  use_cache=True).last_hidden_state  # [B, W, H]: the prefix is in the cache
+        p_hidden = 0
+    else:
+        if prefix is not None:
+            x = torch.cat([prefix.to(x.dtype)[None].expand(len(rows), -1, -1), x], dim=1)  # [B, P+W, H]
+        hidden = model.base_model(inputs_embeds=x, attention_mask=mask).last_hidden_state
+        p_hidden = p
     # position j (in the sequence without prefix) predicts token j+1
     select_rows, select_cols = [], []
     for i, (context, target) in enumerate(rows):
-        start = p + len(context) - 1
+        start = p_hidden + len(context) - 1
         select_rows += [i] * len(target)
         select_cols += list(range(start, start + len(target)))
     picked = hidden[torch.tensor(select_rows), torch.tensor(select_cols)]  # [sum T, H]

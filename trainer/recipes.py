@@ -31,6 +31,7 @@ import torch
 
 from ..errors import LLMPatchError
 from ..model.generation import SamplingConfig, encode_prompt, generate
+from ..model.kv_prefix import placement_of_tensor
 from ..model.runtime import PatchedModel, RawPrefix
 from . import data
 from .blocklists import Blocklist, domain_blocklist
@@ -356,7 +357,10 @@ def _generate_with_prefix(patched: PatchedModel, prefix: torch.Tensor | None, co
     prefix changes with every step."""
     global _validation_round
     _validation_round += 1
-    stand_in = RawPrefix(prefix.detach().float().numpy(), f"training-prefix-{_validation_round}") if prefix is not None else None
+    stand_in = None
+    if prefix is not None:
+        placement = placement_of_tensor(patched.model, prefix)
+        stand_in = RawPrefix(prefix.detach().float().numpy(), f"training-prefix-{_validation_round}", placement)
     outputs = []
     for start in range(0, len(contexts), batch):
         chunk = contexts[start : start + batch]

@@ -1,8 +1,9 @@
 """Training a policy patch: SFT toward a safer reference, then DPO on safe-vs-unsafe pairs.
 
-Only the prefix [n_virtual_tokens, hidden] trains; the base model is frozen and never gets
-gradients. Every `eval_every` steps the prefix is validated and the best one is kept: the
-refusal / over-refusal trade-off swings within ~10 steps, so the last step is rarely best.
+Only the prefix [n_virtual_tokens, hidden] (or, placement "kv", its keys and values at every
+layer) trains; the base model is frozen and never gets gradients. Every `eval_every` steps
+the prefix is validated and the best one is kept: the refusal / over-refusal trade-off
+swings within ~10 steps, so the last step is rarely best.
 Checkpoints (safetensors + JSON, never pickle) carry the config, the step, the optimiser
 state and the RNG state, so `--resume` continues the same run.
 """
@@ -21,8 +22,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import LLMPatchError
-from ..manifest import canonical_json
+from ..manifest import PLACEMENTS, canonical_json
 from ..model.init import prefix_from_text
+from ..model.kv_prefix import kv_of_input_prefix, model_kv_layout
 from ..model.runtime import PatchedModel
 from .objectives import Pair, batch_loss, dpo_loss, fill_reference_logprobs
 from .recipes import RECIPES, RecipeConfig, TrainingData
@@ -44,6 +46,7 @@ class TrainingError(LLMPatchError):
 class TrainConfig:
     domains: tuple[str, ...]
     n_virtual_tokens: int = 50
+    placement: str = "input"  # "input": on the input embeddings; "kv": keys and values at every layer
     init_text: str = ""  # default: INIT_TEXTS of the first domain
     sft_steps: int = 80
     dpo_steps: int = 20
@@ -64,6 +67,8 @@ class TrainConfig:
         for name in ("n_virtual_tokens", "batch_size", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+        if self.placement not in PLACEMENTS:
+            raise TrainingError(f"`placement` must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}")
         if self.refresh_every < 0:
             raise TrainingError(f"`refresh_every` must be 0 (never) or more, got {self.refresh_every}")
         if self.sft_steps < 0 or self.dpo_steps < 0 or self.sft_steps + self.dpo_steps == 0:
@@ -76,7 +81,16 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["domains"] = list(self.domains)
+        if self.placement == "input":  # configs (and digests) from before kv prefixes stay as they were
+            del d["placement"]
         return d
+
+    def manifest_fields(self, patched: PatchedModel) -> dict:
+        """What a manifest says about the tensor this config trains."""
+        fields = {"n_virtual_tokens": self.n_virtual_tokens, "hidden_size": patched.hidden_size}
+        if self.placement == "kv":
+            fields |= {"placement": "kv", "kv_layout": model_kv_layout(patched.model)}
+        return fields
 
     def digest(self) -> str:
         return "sha256:" + hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()
@@ -190,6 +204,8 @@ def train(
         _in_domain(d, d.examples)
 
     init = prefix_from_text(model, patched.tokenizer, cfg.init_text or INIT_TEXTS[cfg.domains[0]], cfg.n_virtual_tokens)
+    if cfg.placement == "kv":  # start as exactly the instruction's input prefix, then free every layer
+        init = kv_of_input_prefix(model, init)
     prefix = torch.nn.Parameter(init.clone())
     optimizer = torch.optim.AdamW([prefix], lr=cfg.lr, weight_decay=0.0)
     step, history = 0, []

@@ -47,7 +47,9 @@ def inspect_cmd(file: Path, as_json: bool):
     rows = [
         ("name", f"{m.name}@{m.version}"),
         ("domains", ", ".join(m.domains) or "-"),
-        ("prefix", f"{m.n_virtual_tokens} virtual tokens x {m.hidden_size} ({m.dtype}, {m.n_virtual_tokens * m.hidden_size:,} parameters)"),
+        ("prefix", f"{m.n_virtual_tokens} virtual tokens x {m.hidden_size} on the input embeddings" if m.placement == "input"
+                   else f"{m.n_virtual_tokens} virtual tokens of keys and values at {m.kv_layout} (hidden size {m.hidden_size})"),
+        ("parameters", f"{m.n_virtual_tokens * m.prefix_width:,} ({m.dtype})"),
         ("base model", m.base_model.name or "-"),
         ("architecture", m.base_model.architecture),
         ("weights", m.base_model.weights),

@@ -4,6 +4,7 @@ torch and transformers are imported inside the commands, so `patch --help` stays
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -63,7 +64,8 @@ def _write_and_report(manifest: Manifest, prefix, output: Path, sign: bool, key_
     if as_json:
         emit_json({"file": str(output), "sha256": patch.sha256, "size": patch.size, "signature": str(signature) if signature else None, "manifest": manifest.to_dict()})
     else:
-        note(f"Wrote `{output}`: {manifest.name}@{manifest.version}, {manifest.n_virtual_tokens} x {manifest.hidden_size} ({patch.size:,} bytes)")
+        note(f"Wrote `{output}`: {manifest.name}@{manifest.version}, {manifest.n_virtual_tokens} x {manifest.prefix_width}"
+             f"{' (keys and values)' if manifest.placement == 'kv' else ''} ({patch.size:,} bytes)")
         if signature:
             note(f"Signed -> `{signature}`")
 
@@ -209,7 +211,8 @@ def generate_cmd(model, patch_files, compare, force, max_new_tokens, sample, tem
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @json_option
 def export_peft(file: Path, folder: Path, as_json: bool):
-    """Write a patch as a PEFT prompt-tuning adapter folder (loads with PeftModel.from_pretrained)."""
+    """Write a patch as a PEFT adapter folder: prompt tuning, or prefix tuning for a kv patch
+    (loads with PeftModel.from_pretrained)."""
     from ..model.peft_interop import export_peft as do_export
 
     patch = read_patch(file)
@@ -220,24 +223,34 @@ def export_peft(file: Path, folder: Path, as_json: bool):
         note(f"Exported `{file}` as a PEFT adapter in `{folder}`")
 
 
+def _hidden_size(model_folder: Path) -> int:
+    config = json.loads((model_folder / "config.json").read_text())
+    config = config.get("text_config") or config
+    return config.get("hidden_size") or config["n_embd"]
+
+
 @click.command("import-peft")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--model", required=True, help=MODEL_HELP + " The adapter's base model.")
 @_manifest_options
 @json_option
 def import_peft(folder, model, name, version, domains, license_, description, output, dtype, sign, key_prefix, as_json):
-    """Turn a PEFT prompt-tuning adapter into a patch bound to its base model's fingerprint."""
+    """Turn a PEFT prompt-tuning (or prefix-tuning, as a kv patch) adapter into a patch bound to
+    its base model's fingerprint."""
     from ..model.loading import fingerprint_model
     from ..model.peft_interop import import_peft as do_import
+    from ..model.peft_interop import kv_layout_of
 
     prefix, config = do_import(folder)
     location, fp = fingerprint_model(model)
+    layout = kv_layout_of(config)  # a prefix-tuning adapter becomes a kv patch
+    shape = {"hidden_size": prefix.shape[1]} if layout is None else {"hidden_size": _hidden_size(location.folder), "placement": "kv", "kv_layout": layout}
     manifest = Manifest(
         name=name,
         version=version,
         base_model=BaseModelRef(fp.architecture, fp.weights, location.display_name),
         n_virtual_tokens=prefix.shape[0],
-        hidden_size=prefix.shape[1],
+        **shape,
         dtype=dtype,
         domains=tuple(domains),
         provenance={"method": "peft-import", "peft_version": str(config.get("peft_version", ""))},

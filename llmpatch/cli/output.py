@@ -22,7 +22,7 @@ def note(message: str) -> None:
 
 class NoProgress:
     """What a hidden tqdm bar does (nothing), without importing tqdm (~0.1 s): iterates
-    `iterable` unchanged, and takes `update`/`close` and `with` as a bar does."""
+    `iterable` unchanged, and takes `update`/`set_postfix`/`close` and `with` as a bar does."""
 
     def __init__(self, iterable=None):
         self.iterable = iterable
@@ -37,6 +37,9 @@ class NoProgress:
         return False
 
     def update(self, n=1):
+        pass
+
+    def set_postfix(self, *args, **kwargs):
         pass
 
     def close(self):

@@ -1,4 +1,5 @@
-"""Running a frozen causal LM with patches: soft prefixes in front of the input embeddings.
+"""Running a frozen causal LM with patches: soft prefixes in front of the input embeddings
+(placement `input`), or keys and values at every attention layer (placement `kv`).
 
 A *patch set* is an ordered list of patches; their prefixes are concatenated in that order.
 Each batch row may carry its own patch set. One row's sequence is laid out as
@@ -10,13 +11,15 @@ computes what it would alone: prefix at positions 0..P_i-1, prompt from P_i on.
 
 The prefix part never changes, so its keys/values are computed once per patch set and kept
 (`PrefixCache`); a request then only prefills its prompt, and a patched generation costs
-about what an unpatched one does.
+about what an unpatched one does. An input prefix's keys/values come from running it through
+the model after the prefixes before it; a kv prefix's are stored in the patch.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Sequence
 
 import numpy as np
@@ -24,15 +27,18 @@ import torch
 
 from ..errors import IncompatibleModel
 from ..fingerprint import Fingerprint, short
+from ..manifest import KVLayout
 from ..patchfile import PatchFile
+from .kv_prefix import kv_layers, model_kv_layout
 
 @dataclass(frozen=True)
 class RawPrefix:
     """A prefix that is not a patch file (yet), e.g. one being trained; it composes like a
     patch. `key` identifies it in the prefix cache, so give a new key whenever it changes."""
 
-    prefix: "np.ndarray"  # float32 [n_virtual_tokens, hidden]
+    prefix: "np.ndarray"  # float32 [n_virtual_tokens, hidden], or [n, kv width] for placement "kv"
     key: str
+    placement: str = "input"
 
     @property
     def sha256(self) -> str:
@@ -42,15 +48,32 @@ class RawPrefix:
 PatchSet = Sequence["PatchFile | RawPrefix"]
 
 
-def check_compatible(patch: PatchFile, fingerprint: Fingerprint, hidden_size: int, *, force: bool = False) -> None:
-    """Refuse a patch built for another base model; `force` overrides a fingerprint mismatch
-    but never a hidden-size mismatch, which cannot run at all."""
+def placement_of(item: "PatchFile | RawPrefix") -> str:
+    return item.manifest.placement if isinstance(item, PatchFile) else item.placement
+
+
+def check_shape(patch: PatchFile, hidden_size: int, kv_layout: KVLayout | None) -> None:
+    """Refuse a patch whose tensor cannot run on this model at all (no `--force` overrides it)."""
     m = patch.manifest
     if m.hidden_size != hidden_size:
         raise IncompatibleModel(
             f"patch `{m.name}@{m.version}` has hidden size {m.hidden_size}, the model has {hidden_size}",
             hint="this patch was made for a different model family; find a version built for your model",
         )
+    if m.placement == "kv" and kv_layout is not None and m.kv_layout != kv_layout:
+        raise IncompatibleModel(
+            f"patch `{m.name}@{m.version}` holds keys and values for {m.kv_layout}, the model's attention is {kv_layout}",
+            hint="this patch was made for a different model family; find a version built for your model",
+        )
+
+
+def check_compatible(
+    patch: PatchFile, fingerprint: Fingerprint, hidden_size: int, *, force: bool = False, kv_layout: KVLayout | None = None
+) -> None:
+    """Refuse a patch built for another base model; `force` overrides a fingerprint mismatch
+    but never a shape mismatch, which cannot run at all."""
+    m = patch.manifest
+    check_shape(patch, hidden_size, kv_layout)
     if force:
         return
     base = m.base_model
@@ -88,14 +111,7 @@ class PrefixCache:
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]
-        prefix = prefix_embeddings(patch_set, self.model)  # [P, H]
-        with torch.no_grad():
-            out = self.model(
-                inputs_embeds=prefix[None],
-                position_ids=torch.arange(prefix.shape[0])[None],
-                use_cache=True,
-            )
-        layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        layers = prefix_layers(patch_set, self.model)
         self._entries[key] = layers
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -103,6 +119,31 @@ class PrefixCache:
 
     def forget(self, patch_set: PatchSet) -> None:
         self._entries.pop(set_key(patch_set), None)
+
+
+@torch.no_grad()
+def prefix_layers(patch_set: PatchSet, model) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The patch set's per-layer (keys, values), each [1, kv_heads, P, head_dim], in set order.
+    A run of input prefixes goes through the model in one pass, attending to every prefix
+    before it; a kv prefix is appended as stored."""
+    from transformers import DynamicCache
+
+    cache, offset = DynamicCache(config=model.config), 0
+    dtype = model.get_input_embeddings().weight.dtype
+    for placement, run in groupby(patch_set, key=placement_of):
+        run = list(run)
+        if placement == "kv":
+            layout = model_kv_layout(model)
+            for item in run:
+                for index, (keys, values) in enumerate(kv_layers(torch.from_numpy(item.prefix.copy()).to(dtype), layout)):
+                    cache.update(keys, values, index)
+                offset += item.prefix.shape[0]
+        else:
+            prefix = prefix_embeddings(run, model)  # [P, H]
+            model(inputs_embeds=prefix[None], position_ids=torch.arange(offset, offset + prefix.shape[0])[None],
+                  past_key_values=cache, use_cache=True)
+            offset += prefix.shape[0]
+    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def prefix_embeddings(patch_set: PatchSet, model) -> torch.Tensor:
@@ -188,12 +229,9 @@ class PatchedModel:
     def check(self, patch_set: Sequence[PatchFile], *, force: bool = False) -> None:
         for patch in patch_set:
             if self.fingerprint is None:
-                if patch.manifest.hidden_size != self.hidden_size:
-                    raise IncompatibleModel(
-                        f"patch `{patch.manifest.name}` has hidden size {patch.manifest.hidden_size}, the model has {self.hidden_size}"
-                    )
+                check_shape(patch, self.hidden_size, model_kv_layout(self.model))
             else:
-                check_compatible(patch, self.fingerprint, self.hidden_size, force=force)
+                check_compatible(patch, self.fingerprint, self.hidden_size, force=force, kv_layout=model_kv_layout(self.model))
 
     @torch.no_grad()
     def logits(self, prompts: Sequence[Sequence[int]], patch_sets: Sequence[PatchSet]) -> list[torch.Tensor]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from llmpatch.fingerprint import Fingerprint, fingerprint_folder
-from llmpatch.manifest import BaseModelRef, Manifest
+from llmpatch.manifest import BaseModelRef, KVLayout, Manifest
 from llmpatch.patchfile import encode_patch, read_patch_bytes
 from llmpatch.signing import public_key_to_pem, sign_patch
 from live_server import LiveServer  # noqa: F401  (re-exported for the test modules)
@@ -54,14 +54,16 @@ class Publisher:
     app: object = None
     published: list = field(default_factory=list)
 
-    def make(self, name, version, *, model="main", n=4, seed=0, dependencies=(), conflicts=(), hidden=HIDDEN) -> bytes:
+    def make(self, name, version, *, model="main", n=4, seed=0, dependencies=(), conflicts=(), hidden=HIDDEN, kv=False) -> bytes:
+        """A patch for one of the tiny models; `kv`: keys and values for its 2 layers x 2 KV heads x 8."""
         fp = self.fingerprints[model]
+        shape = {"placement": "kv", "kv_layout": KVLayout(2, 2, 8)} if kv else {}
         manifest = Manifest(
             name=name, version=version, base_model=BaseModelRef(fp.architecture, fp.weights, f"tiny-{model}"),
-            n_virtual_tokens=n, hidden_size=hidden,
+            n_virtual_tokens=n, hidden_size=hidden, **shape,
             dependencies=tuple(_relation(d) for d in dependencies), conflicts=tuple(_relation(c) for c in conflicts),
         )
-        prefix = np.random.default_rng(seed).standard_normal((n, hidden)).astype(np.float32) * 0.01
+        prefix = np.random.default_rng(seed).standard_normal((n, manifest.prefix_width)).astype(np.float32) * 0.01
         return encode_patch(manifest, prefix)
 
     def publish(self, name, version, *, key=None, **kw) -> dict:

@@ -75,6 +75,17 @@ def test_run_uses_the_installed_set(registry, patch, model_dir):
     assert isinstance(result.json["patched"], str) and isinstance(result.json["unpatched"], str)
 
 
+def test_a_kv_patch_installs_and_runs_composed_with_an_input_patch(registry, patch, model_dir):
+    registry.publish("toxicity", "2.0.0", kv=True, seed=3)
+    registry.publish("harmfulness", "1.0.0")
+    assert patch("install", "toxicity@2", "harmfulness", "--model", model_dir, "--project", ".").code == 0
+    listed = patch("list", "--json")
+    assert sorted((p["name"], p["version"]) for p in listed.json["patches"]) == [("harmfulness", "1.0.0"), ("toxicity", "2.0.0")]
+    result = patch("run", "w3 w4 w5", "--no-chat", "--max-new-tokens", "4", "--compare", "--json")
+    assert result.code == 0, result.err
+    assert sorted(result.json["patches"]) == ["harmfulness@1.0.0", "toxicity@2.0.0"]
+
+
 def test_run_refuses_a_tampered_install(registry, patch, model_dir):
     import tomllib
 

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from llmpatch.model.kv_prefix import kv_of_input_prefix
 from llmpatch.model.runtime import PatchedModel
 from llmpatch.trainer.objectives import Example, Pair, batch_loss, dpo_loss, fill_reference_logprobs, soft_targets, target_logprobs
 from llmpatch.trainer.recipes import ReferenceError_, TrainingData, jsonl_reference
@@ -84,6 +85,7 @@ def test_empty_data_is_refused():
     (dict(batch_size=0), "`batch_size` must be at least 1"),
     (dict(sft_steps=0, dpo_steps=0), "at least one SFT or DPO step"),
     (dict(lr=5.0), "learning rates must be in"),
+    (dict(placement="deep"), "`placement` must be one of input, kv"),
 ])
 def test_bad_config_is_refused(bad, message):
     with pytest.raises(TrainingError, match=message):
@@ -114,6 +116,31 @@ def test_target_logprobs_match_a_plain_forward():
     logits = model(inputs_embeds=x).logits[0]
     expected = torch.log_softmax(logits[3 + len(context) - 1 : 3 + len(context) + 1], dim=-1)
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+
+
+def test_kv_prefix_logprobs_match_its_input_prefix_and_pass_gradients():
+    model = tiny_model("llama")
+    prefix = torch.randn(3, 32)
+    rows = [([5, 6, 7], [8, 9]), ([10], [11, 12, 13])]
+    kv = torch.nn.Parameter(kv_of_input_prefix(model, prefix))
+    assert kv.shape == (3, 64)  # 2 layers x (keys, values) x 2 KV heads x 8
+    for ours, expected in zip(target_logprobs(model, kv, rows), target_logprobs(model, prefix, rows)):
+        torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+    batch_loss(model, kv, [Example(c, t, "sft") for c, t in rows]).backward()
+    assert kv.grad is not None and kv.grad.abs().sum() > 0
+
+
+def test_a_kv_patch_starts_as_the_input_patch_and_learns():
+    data = toy_data(patched := patched_tiny())
+    start = data[0].validate(None)["loss"]
+    kv = train(patched, config(placement="kv", lr=1e-1), datasets=data)  # keys are ~10x the embeddings' scale
+    shallow = train(patched_tiny(), config(), datasets=toy_data(patched_tiny()))
+    assert kv.prefix.shape == (4, 64)
+    assert kv.data_summary["baseline_val"]["harmfulness"]["loss"] == pytest.approx(shallow.data_summary["baseline_val"]["harmfulness"]["loss"], abs=1e-5)
+    assert kv.best["harmfulness"]["loss"] < start * 0.7
+    fields = config(placement="kv").manifest_fields(patched)
+    assert fields["placement"] == "kv" and fields["kv_layout"].width == 64 and fields["hidden_size"] == 32
+    assert "placement" not in config().to_dict()  # input configs keep their digests
 
 
 def test_soft_targets_never_put_mass_on_blocked_tokens():

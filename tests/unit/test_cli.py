@@ -224,6 +224,47 @@ def test_peft_export_import_commands(tmp_path, tiny_folder, capsys):
     assert json.loads(out)["manifest"]["n_virtual_tokens"] == 3
 
 
+def test_a_peft_prefix_tuning_adapter_imports_as_a_kv_patch_that_runs(tmp_path, tiny_folder, capsys):
+    import torch
+    from peft import PrefixTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_folder), PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    with torch.no_grad():
+        model.prompt_encoder["default"].embedding.weight.normal_()
+    model.save_pretrained(tmp_path / "adapter")
+    out_file = tmp_path / "kv.safetensors"
+    code, out, err = cli(capsys, "import-peft", str(tmp_path / "adapter"), "--model", str(tiny_folder), "--name", "kv",
+                         "--version", "1.0.0", "-o", str(out_file), "--json")
+    assert code == 0, err
+    manifest = json.loads(out)["manifest"]
+    assert manifest["placement"] == "kv" and manifest["kv_layout"] == {"layers": 2, "kv_heads": 2, "head_dim": 8}
+    assert manifest["format_version"] == 2 and manifest["hidden_size"] == 32
+    code, out, err = cli(capsys, "inspect", str(out_file))
+    assert code == 0 and "3 virtual tokens of keys and values at 2 layers x 2 KV heads x 8" in out and "192 (F32)" in out
+    code, out, err = cli(capsys, "generate", "--model", str(tiny_folder), "--patch", str(out_file), "--compare", "--raw",
+                         "--max-new-tokens", "3", "--json", "w8 w9")
+    assert code == 0, err
+    assert cli(capsys, "export-peft", str(out_file), str(tmp_path / "again"))[0] == 0
+    config = json.loads((tmp_path / "again" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "PREFIX_TUNING" and config["num_layers"] == 2
+
+
+def test_train_writes_a_kv_patch_when_asked(tmp_path, tiny_folder, capsys):
+    from llmpatch.patchfile import read_patch
+
+    reference = tmp_path / "reference.jsonl"
+    reference.write_text("\n".join(json.dumps({"prompt": f"w{5 + i} w6", "response": "w40 w41"}) for i in range(8)))
+    out_file = tmp_path / "kv.safetensors"
+    code, out, err = cli(capsys, "train", "--domain", "bias", "--model", str(tiny_folder), "--reference", str(reference),
+                         "--name", "kvbias", "--version", "1.0.0", "-o", str(out_file), "--placement", "kv",
+                         "--sft-steps", "4", "--dpo-steps", "0", "--eval-every", "2", "-n", "3", "--threads", "1", "--json")
+    assert code == 0, err
+    manifest = read_patch(out_file).manifest
+    assert (manifest.placement, manifest.prefix_width, manifest.n_virtual_tokens) == ("kv", 64, 3)
+    assert manifest.provenance["config"]["placement"] == "kv" and json.loads(out)["best_step"] in (0, 2, 4)
+
+
 # ------------------------------------------------------------------ progress bars
 
 def test_progress_without_a_terminal_is_a_no_op_that_needs_no_tqdm(monkeypatch):

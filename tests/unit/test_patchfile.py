@@ -166,7 +166,7 @@ def test_rejects_extra_tensors():
 def test_rejects_bad_shape_rank():
     def mutate(header, payload):
         header["prefix"]["shape"] = [32]
-    with pytest.raises(InvalidPatchFile, match=r"shape \[32\] must be \[n_virtual_tokens, hidden_size\]"):
+    with pytest.raises(InvalidPatchFile, match=r"shape \[32\] must be \[n_virtual_tokens, width\]"):
         read_patch_bytes(rebuild(make_patch_bytes(), mutate))
 
 
@@ -299,8 +299,8 @@ def test_rejects_other_format():
 
 def test_rejects_future_format_version():
     def mutate(header, payload):
-        header["__metadata__"]["format_version"] = "2"
-    with pytest.raises(InvalidPatchFile, match="format version '2' is not supported"):
+        header["__metadata__"]["format_version"] = "3"
+    with pytest.raises(InvalidPatchFile, match=r"format version '3' is not supported \(this llm-patch reads 1, 2\)"):
         read_patch_bytes(rebuild(make_patch_bytes(), mutate))
 
 

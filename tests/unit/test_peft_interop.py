@@ -58,7 +58,7 @@ def test_lora_adapter_is_refused(tmp_path):
     config = json.loads((folder / "adapter_config.json").read_text())
     config["peft_type"] = "LORA"
     (folder / "adapter_config.json").write_text(json.dumps(config))
-    with pytest.raises(InvalidPatchFile, match="adapter is 'LORA'; only PROMPT_TUNING"):
+    with pytest.raises(InvalidPatchFile, match="adapter is 'LORA'; only PROMPT_TUNING and PREFIX_TUNING"):
         import_peft(folder)
 
 
@@ -69,3 +69,30 @@ def test_shape_disagreeing_with_config_is_refused(tmp_path):
     (folder / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(InvalidPatchFile, match=r"has shape \[6, 32\], the config says \[9, 32\]"):
         import_peft(folder)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])  # grouped-query attention, and plain multi-head
+def test_peft_loads_our_kv_export_as_prefix_tuning_and_gives_the_same_logits(tmp_path, arch):
+    from llmpatch.model.kv_prefix import model_kv_layout
+    from llmpatch.patchfile import encode_patch, read_patch_bytes
+    from patches import make_manifest
+
+    layout = model_kv_layout(tiny_model(arch))
+    prefix = np.random.default_rng(4).standard_normal((6, layout.width)).astype(np.float32)
+    patch = read_patch_bytes(encode_patch(make_manifest(n=6, hidden=HIDDEN, placement="kv", kv_layout=layout), prefix))
+    export_peft(patch, tmp_path / "adapter")
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["peft_type"] == "PREFIX_TUNING"
+    peft_model = PeftModel.from_pretrained(tiny_model(arch), tmp_path / "adapter").eval()
+    with torch.no_grad():
+        peft_logits = peft_model(input_ids=torch.tensor([PROMPT]), attention_mask=torch.ones(1, len(PROMPT), dtype=torch.long)).logits[0]
+    ours = PatchedModel(tiny_model(arch), tiny_tokenizer()).logits([PROMPT], [[patch]])[0]
+    torch.testing.assert_close(ours, peft_logits, atol=1e-5, rtol=0)
+
+
+def test_prefix_tuning_with_a_projection_network_is_refused(tmp_path):
+    from peft import PrefixTuningConfig
+
+    model = get_peft_model(tiny_model("llama"), PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3, prefix_projection=True))
+    model.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(InvalidPatchFile, match="stores a projection network, not its prefix"):
+        import_peft(tmp_path / "adapter")
